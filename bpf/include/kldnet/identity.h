@@ -1,0 +1,37 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* Address -> security identity: local endpoints first, then the ipcache. */
+#ifndef KLDNET_IDENTITY_H
+#define KLDNET_IDENTITY_H
+
+#include "common.h"
+
+/* Local endpoint for an IPv4 address, or NULL. */
+static __always_inline struct endpoint_info *kld_endpoint4(__be32 addr)
+{
+	struct endpoint_key key = {};
+
+	__builtin_memcpy(key.addr, &addr, sizeof(addr));
+	key.family = KLD_FAMILY_V4;
+	return bpf_map_lookup_elem(&kld_endpoints, &key);
+}
+
+/* Identity of an IPv4 address; KLD_ID_WORLD when nothing matches. */
+static __always_inline __u32 kld_identity4(__be32 addr)
+{
+	struct endpoint_info *ep = kld_endpoint4(addr);
+	struct ipcache_key key = {};
+	struct ipcache_value *v;
+
+	if (ep)
+		return ep->identity;
+
+	key.prefixlen = KLD_IPCACHE_PREFIX_BASE + 32;
+	key.family = KLD_FAMILY_V4;
+	__builtin_memcpy(key.addr, &addr, sizeof(addr));
+	v = bpf_map_lookup_elem(&kld_ipcache, &key);
+	if (v)
+		return v->identity;
+	return KLD_ID_WORLD;
+}
+
+#endif /* KLDNET_IDENTITY_H */
