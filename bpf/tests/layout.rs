@@ -1,0 +1,153 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The Rust mirror in `src/abi.rs` must match `include/kldnet/abi.h` byte for
+//! byte: size, alignment, and every field's offset and size, with no implicit
+//! padding on either side. The C numbers come from the header itself: a tiny
+//! C program generated from the Rust field list is compiled with `cc` and
+//! prints them, so a field that moves, grows or disappears in C fails here.
+
+use std::mem::{align_of, offset_of, size_of, size_of_val};
+use std::path::Path;
+use std::process::Command;
+
+use kldnet_bpf::abi;
+
+struct Layout {
+    c_name: &'static str,
+    size: usize,
+    align: usize,
+    /// (name, offset, size)
+    fields: Vec<(&'static str, usize, usize)>,
+}
+
+macro_rules! layout {
+    ($t:ident => $c:literal { $($f:ident $(= $cf:literal)?),* $(,)? }) => {{
+        let v = abi::$t::default();
+        Layout {
+            c_name: $c,
+            size: size_of::<abi::$t>(),
+            align: align_of::<abi::$t>(),
+            fields: vec![$( (layout!(@name $f $($cf)?), offset_of!(abi::$t, $f), size_of_val(&v.$f)) ),*],
+        }
+    }};
+    (@name $f:ident $cf:literal) => { $cf };
+    (@name $f:ident) => { stringify!($f) };
+}
+
+fn rust_layouts() -> Vec<Layout> {
+    vec![
+        layout!(Lb4Key => "lb4_key" { address, dport, proto, scope, backend_slot, pad }),
+        layout!(Lb4Service => "lb4_service" {
+            backend_id, count, rev_nat_index, flags, algorithm, total, affinity_timeout_sec
+        }),
+        layout!(Lb4Backend => "lb4_backend" { address, port, proto, state }),
+        layout!(Lb4ReverseNat => "lb4_reverse_nat" { address, port, pad }),
+        layout!(SockRnatKey => "sock_rnat_key" { cookie, address, port, pad }),
+        layout!(SockRnatValue => "sock_rnat_value" { address, port, rev_nat_index }),
+        layout!(IpcacheKey => "ipcache_key" { prefixlen, family, pad, addr }),
+        layout!(IpcacheValue => "ipcache_value" { identity, tunnel_endpoint, flags, pad }),
+        layout!(EndpointKey => "endpoint_key" { addr, family, pad }),
+        layout!(EndpointInfo => "endpoint_info" { ifindex, identity, policy_set, flags }),
+        layout!(PolicyKey => "policy_key" { prefixlen, policy_set, identity, direction, proto, dport }),
+        layout!(PolicyEntry => "policy_entry" { rule_id, action, flags, proxy_port }),
+        layout!(Ct4Key => "ct4_key" { saddr, daddr, sport, dport, proto, flags, pad }),
+        layout!(CtEntry => "ct_entry" {
+            expires_ns, last_report_ns, backend_id, src_identity, rev_nat_index,
+            tx_tcp_flags, rx_tcp_flags, flags, pad
+        }),
+        layout!(FlowEvent => "flow_event" {
+            timestamp_ns, ifindex, src_identity, dst_identity, rule_id, r#type = "type", reason,
+            direction, family, proto, tcp_flags, rev_nat_index, src_addr, dst_addr, src_port,
+            dst_port, pkt_len, flags, pad
+        }),
+        layout!(MetricsKey => "metrics_key" { reason, direction, pad }),
+        layout!(MetricsValue => "metrics_value" { packets, bytes }),
+    ]
+}
+
+fn include_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/include"))
+}
+
+/// Every `struct x {` defined in abi.h.
+fn c_struct_names() -> Vec<String> {
+    let h = std::fs::read_to_string(include_dir().join("kldnet/abi.h")).unwrap();
+    h.lines()
+        .filter_map(|l| l.strip_prefix("struct ")?.strip_suffix(" {").map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn rust_mirror_covers_every_c_struct() {
+    let rust: Vec<&str> = rust_layouts().iter().map(|l| l.c_name).collect();
+    let c = c_struct_names();
+    assert!(!c.is_empty());
+    for name in &c {
+        assert!(rust.contains(&name.as_str()), "abi.h struct {name} has no Rust mirror in src/abi.rs");
+    }
+    for name in &rust {
+        assert!(c.iter().any(|c| c == name), "src/abi.rs mirrors {name}, which abi.h does not define");
+    }
+}
+
+#[test]
+fn rust_structs_have_no_implicit_padding() {
+    for l in rust_layouts() {
+        let sum: usize = l.fields.iter().map(|f| f.2).sum();
+        assert_eq!(sum, l.size, "{}: fields sum to {sum} bytes but size is {}", l.c_name, l.size);
+    }
+}
+
+#[test]
+fn rust_layout_matches_c_header() {
+    if Command::new("cc").arg("--version").output().is_err() {
+        eprintln!("skipping: `cc` not found, cannot compute the C layout of abi.h");
+        return;
+    }
+    let layouts = rust_layouts();
+    let mut src = String::from(
+        "#include <stddef.h>\n#include <stdio.h>\n#include \"kldnet/abi.h\"\nint main(void) {\n",
+    );
+    let mut expected = String::new();
+    for l in &layouts {
+        let s = l.c_name;
+        src += &format!(
+            "  printf(\"{s} size=%zu align=%zu\\n\", sizeof(struct {s}), _Alignof(struct {s}));\n"
+        );
+        expected += &format!("{s} size={} align={}\n", l.size, l.align);
+        for (f, off, sz) in &l.fields {
+            src += &format!(
+                "  printf(\"{s}.{f} offset=%zu size=%zu\\n\", offsetof(struct {s}, {f}), \
+                 sizeof(((struct {s} *)0)->{f}));\n"
+            );
+            expected += &format!("{s}.{f} offset={off} size={sz}\n");
+        }
+    }
+    src += "  return 0;\n}\n";
+
+    let dir = tempfile::tempdir().unwrap();
+    let c_file = dir.path().join("layout.c");
+    let exe = dir.path().join("layout");
+    std::fs::write(&c_file, src).unwrap();
+    let out = Command::new("cc")
+        .arg("-Wall")
+        .arg("-Werror")
+        .arg("-I")
+        .arg(include_dir())
+        .arg("-o")
+        .arg(&exe)
+        .arg(&c_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cc failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let run = Command::new(&exe).output().unwrap();
+    assert!(run.status.success());
+    let got = String::from_utf8(run.stdout).unwrap();
+    let diffs: Vec<String> = expected
+        .lines()
+        .zip(got.lines())
+        .filter(|(e, g)| e != g)
+        .map(|(e, g)| format!("  rust: {e}\n  C:    {g}"))
+        .collect();
+    assert!(diffs.is_empty() && expected.lines().count() == got.lines().count(),
+        "abi.rs and abi.h disagree:\n{}", diffs.join("\n"));
+}

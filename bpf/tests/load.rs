@@ -1,0 +1,343 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Root-only checks against the running kernel: every embedded object loads
+//! with maps pinned by name under a private bpffs, every program passes the
+//! verifier, pinned maps are reused by later loads, `kld_from_ep` passes a
+//! TCP packet under BPF_PROG_TEST_RUN, and socket LB rewrites a real
+//! connect() in a throwaway cgroup. Everything is torn down by Drop guards.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::programs::{CgroupAttachMode, CgroupSockAddr, Program, SchedClassifier};
+use aya::{Ebpf, EbpfLoader};
+use kldnet_bpf::abi::*;
+use kldnet_bpf::test_run::test_run;
+use kldnet_bpf::{PROG_FROM_EP, PROG_SOCK4_CONNECT, datapath_object, object_files, pin_dir, sock_object};
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+macro_rules! need_root {
+    () => {
+        if !is_root() {
+            eprintln!("skipping: needs root");
+            return;
+        }
+    };
+}
+
+/// A private bpffs mounted on a temp dir; unmounted on drop.
+struct BpfFs {
+    dir: tempfile::TempDir,
+}
+
+impl BpfFs {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("create temp dir for bpffs");
+        let target = CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
+        let fstype = CString::new("bpf").unwrap();
+        // SAFETY: valid NUL-terminated strings; no data argument.
+        let rc = unsafe {
+            libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+        };
+        assert_eq!(rc, 0, "mount bpffs at {}: {}", dir.path().display(), std::io::Error::last_os_error());
+        let fs = Self { dir };
+        std::fs::create_dir_all(fs.pins()).expect("create pin dir");
+        fs
+    }
+
+    fn pins(&self) -> PathBuf {
+        pin_dir(self.dir.path())
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        let target = CString::new(self.dir.path().as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: valid NUL-terminated path.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+fn load_object(pins: &Path, name: &str, bytes: &[u8]) -> Ebpf {
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(pins)
+        .load(bytes)
+        .unwrap_or_else(|e| panic!("load {name}: {e:?}"));
+    for (prog_name, prog) in ebpf.programs_mut() {
+        let res = match prog {
+            Program::SchedClassifier(p) => p.load(),
+            Program::CgroupSockAddr(p) => p.load(),
+            other => panic!("{name}: unexpected program type for {prog_name}: {:?}", other.prog_type()),
+        };
+        res.unwrap_or_else(|e| panic!("verifier rejected {prog_name} in {name}: {e:?}"));
+    }
+    ebpf
+}
+
+fn map_id(ebpf: &Ebpf, name: &str) -> u32 {
+    let map = ebpf.map(name).unwrap_or_else(|| panic!("object lacks map {name}"));
+    let data: &MapData = match map {
+        aya::maps::Map::HashMap(m)
+        | aya::maps::Map::LruHashMap(m)
+        | aya::maps::Map::LpmTrie(m)
+        | aya::maps::Map::RingBuf(m)
+        | aya::maps::Map::PerCpuHashMap(m)
+        | aya::maps::Map::PerCpuArray(m) => m,
+        other => panic!("unexpected map type for {name}: {other:?}"),
+    };
+    data.info().expect("map info").id()
+}
+
+#[test]
+fn objects_load_pin_and_reuse_maps() {
+    need_root!();
+    let fs = BpfFs::new();
+    let pins = fs.pins();
+
+    let (first_name, first_bytes) = object_files()[0];
+    let mut first = load_object(&pins, first_name, first_bytes);
+    for map in MAP_NAMES {
+        assert!(pins.join(map).exists(), "{map} not pinned at {}", pins.display());
+    }
+    let backend = Lb4Backend {
+        address: u32::from(Ipv4Addr::new(192, 0, 2, 7)).to_be(),
+        port: 8080u16.to_be(),
+        proto: libc::IPPROTO_TCP as u8,
+        state: BE_ACTIVE,
+    };
+    {
+        let mut be: HashMap<_, u32, Lb4Backend> =
+            HashMap::try_from(first.map_mut(MAP_LB4_BE).unwrap()).unwrap();
+        be.insert(7, backend, 0).expect("insert backend");
+    }
+
+    // Every other object, and the first one again, must adopt the same maps.
+    let mut reloads: Vec<(&str, Ebpf)> = object_files()
+        .iter()
+        .map(|(n, b)| (*n, load_object(&pins, n, b)))
+        .collect();
+    for (name, ebpf) in &mut reloads {
+        for map in MAP_NAMES {
+            assert_eq!(map_id(&first, map), map_id(ebpf, map), "{name} did not reuse pinned {map}");
+        }
+        let be: HashMap<_, u32, Lb4Backend> =
+            HashMap::try_from(ebpf.map_mut(MAP_LB4_BE).unwrap()).unwrap();
+        assert_eq!(be.get(&7, 0).expect("backend 7 visible through reload"), backend);
+    }
+    drop(reloads);
+    drop(first);
+}
+
+/// Ethernet + IPv4 + TCP SYN 10.0.0.1:40000 -> 10.0.0.2:80.
+fn tcp_syn_frame() -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00]);
+    let ip: [u8; 20] = [
+        0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+    ];
+    f.extend_from_slice(&ip);
+    let mut tcp = [0u8; 20];
+    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
+    tcp[12] = 5 << 4; // data offset
+    tcp[13] = 0x02; // SYN
+    f.extend_from_slice(&tcp);
+    f
+}
+
+#[test]
+fn from_ep_passes_tcp_and_reports_new_flow_once() {
+    need_root!();
+    let fs = BpfFs::new();
+    let mut ebpf = load_object(&fs.pins(), "datapath.bpf.o", datapath_object());
+    let prog: &mut SchedClassifier = ebpf.program_mut(PROG_FROM_EP).unwrap().try_into().unwrap();
+    let fd = prog.fd().unwrap().as_fd().as_raw_fd();
+    let frame = tcp_syn_frame();
+
+    let out = test_run(fd, &frame, 1).expect("BPF_PROG_TEST_RUN");
+    assert_eq!(out.retval, 0, "expected TC_ACT_OK");
+    assert_eq!(out.data_out, frame, "packet must pass unchanged");
+    let out = test_run(fd, &frame, 1).expect("BPF_PROG_TEST_RUN");
+    assert_eq!(out.retval, 0);
+
+    let ct_key = Ct4Key {
+        saddr: u32::from(Ipv4Addr::new(10, 0, 0, 1)).to_be(),
+        daddr: u32::from(Ipv4Addr::new(10, 0, 0, 2)).to_be(),
+        sport: 40000u16.to_be(),
+        dport: 80u16.to_be(),
+        proto: libc::IPPROTO_TCP as u8,
+        flags: CT_DIR_EGRESS,
+        pad: [0; 2],
+    };
+    let ct: HashMap<_, Ct4Key, CtEntry> = HashMap::try_from(ebpf.map(MAP_CT4).unwrap()).unwrap();
+    let entry = ct.get(&ct_key, 0).expect("conntrack entry for the SYN");
+    assert_eq!(entry.src_identity, ID_WORLD);
+    assert_eq!(entry.tx_tcp_flags, 0x02);
+
+    let metrics: PerCpuHashMap<_, MetricsKey, MetricsValue> =
+        PerCpuHashMap::try_from(ebpf.map(MAP_METRICS).unwrap()).unwrap();
+    let key = MetricsKey { reason: REASON_FORWARDED, direction: DIR_EGRESS, pad: [0; 2] };
+    let packets: u64 = metrics.get(&key, 0).expect("metrics entry").iter().map(|v| v.packets).sum();
+    assert_eq!(packets, 2);
+
+    let mut events = RingBuf::try_from(ebpf.take_map(MAP_EVENTS).unwrap()).unwrap();
+    let mut got = Vec::new();
+    while let Some(item) = events.next() {
+        got.push(FlowEvent::from_bytes(&item).expect("full flow_event"));
+    }
+    assert_eq!(got.len(), 1, "one event for a new flow, none for the repeat: {got:?}");
+    let ev = got[0];
+    assert_eq!((ev.r#type, ev.reason, ev.direction), (EVENT_TRACE, TRACE_FROM_EP, DIR_EGRESS));
+    assert_eq!(ev.flags, EVF_NEW_FLOW);
+    assert_eq!(&ev.dst_addr[..4], &[10, 0, 0, 2]);
+    assert_eq!(u16::from_be(ev.dst_port), 80);
+    assert_eq!(ev.pkt_len as usize, frame.len());
+
+    let counters: PerCpuArray<_, u64> = PerCpuArray::try_from(ebpf.map(MAP_COUNTERS).unwrap()).unwrap();
+    let lost: u64 = counters.get(&CTR_EVENTS_LOST, 0).unwrap().iter().sum();
+    assert_eq!(lost, 0);
+}
+
+fn cgroup2_mount() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let mut it = l.split_whitespace();
+        let (_, dir, fstype) = (it.next()?, it.next()?, it.next()?);
+        (fstype == "cgroup2").then(|| PathBuf::from(dir))
+    })
+}
+
+/// A throwaway cgroup; removed on drop (callers reap their children first).
+struct Cgroup {
+    path: PathBuf,
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            match std::fs::remove_dir(&self.path) {
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => return,
+            }
+        }
+        eprintln!("could not remove cgroup {}", self.path.display());
+    }
+}
+
+/// A child process killed and reaped on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn sock_lb_connect_reaches_backend() {
+    need_root!();
+    let Some(cg_root) = cgroup2_mount() else {
+        eprintln!("skipping: no cgroup2 mount in /proc/mounts");
+        return;
+    };
+    if !Path::new("/bin/bash").exists() {
+        eprintln!("skipping: needs /bin/bash for /dev/tcp");
+        return;
+    }
+    let fs = BpfFs::new();
+    let cg = Cgroup { path: cg_root.join(format!("kldnet-bpf-test-{}", std::process::id())) };
+    std::fs::create_dir(&cg.path).expect("create throwaway cgroup");
+
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+
+    let mut ebpf = load_object(&fs.pins(), "sock.bpf.o", sock_object());
+    {
+        let mut svc: HashMap<_, Lb4Key, Lb4Service> =
+            HashMap::try_from(ebpf.map_mut(MAP_LB4_SVC).unwrap()).unwrap();
+        let master = Lb4Key {
+            address: u32::from(Ipv4Addr::new(10, 96, 0, 10)).to_be(),
+            dport: 80u16.to_be(),
+            proto: libc::IPPROTO_TCP as u8,
+            scope: SCOPE_EXTERNAL,
+            backend_slot: 0,
+            pad: [0; 2],
+        };
+        let svc_val = Lb4Service {
+            count: 1,
+            total: 1,
+            rev_nat_index: 1,
+            algorithm: LB_ALG_RANDOM,
+            ..Default::default()
+        };
+        svc.insert(master, svc_val, 0).unwrap();
+        svc.insert(Lb4Key { backend_slot: 1, ..master }, Lb4Service { backend_id: 1, ..Default::default() }, 0)
+            .unwrap();
+    }
+    {
+        let mut be: HashMap<_, u32, Lb4Backend> =
+            HashMap::try_from(ebpf.map_mut(MAP_LB4_BE).unwrap()).unwrap();
+        let backend = Lb4Backend {
+            address: u32::from(Ipv4Addr::LOCALHOST).to_be(),
+            port: port.to_be(),
+            proto: libc::IPPROTO_TCP as u8,
+            state: BE_ACTIVE,
+        };
+        be.insert(1, backend, 0).unwrap();
+    }
+    let prog: &mut CgroupSockAddr = ebpf.program_mut(PROG_SOCK4_CONNECT).unwrap().try_into().unwrap();
+    let cg_file = File::open(&cg.path).unwrap();
+    prog.attach(&cg_file, CgroupAttachMode::Single).expect("attach connect4 to throwaway cgroup");
+
+    let procs = CString::new(cg.path.join("cgroup.procs").as_os_str().as_encoded_bytes()).unwrap();
+    let mut cmd = Command::new("/bin/bash");
+    cmd.args(["-c", "exec 3<>/dev/tcp/10.96.0.10/80"]).stdin(Stdio::null());
+    // SAFETY: the closure only calls async-signal-safe libc functions on
+    // memory prepared before fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+            libc::close(fd);
+            if ok { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+        });
+    }
+    let mut child = Child(cmd.spawn().expect("spawn bash in cgroup"));
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let accepted = loop {
+        match listener.accept() {
+            Ok((_, peer)) => break Some(peer),
+            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(_) => break None,
+        }
+    };
+    let status = child.0.wait().unwrap();
+    assert!(accepted.is_some(), "backend never saw the connection to 10.96.0.10:80 (child: {status})");
+    assert!(status.success(), "connect via service VIP failed: {status}");
+
+    drop(child);
+    drop(ebpf); // detaches from the cgroup
+    drop(cg_file);
+    drop(cg);
+}
