@@ -1,0 +1,106 @@
+// SPDX-License-Identifier: Apache-2.0
+//! `Spec`: the whole configuration after parsing, every object with its place.
+
+use std::ops::{Deref, Range};
+
+use crate::diag::Location;
+use crate::schema::*;
+use crate::source::SourceFile;
+
+/// Where an object came from: its file, its span, and the spans of its fields by path
+/// (`"addresses[0]"`, `"ports[1].target_port"`), so later checks can point at a value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub file: usize,
+    pub span: Range<usize>,
+    pub fields: Vec<(Box<str>, Range<usize>)>,
+}
+
+/// An object of the configuration and where it was written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Located<T> {
+    pub value: T,
+    pub meta: Meta,
+}
+
+impl<T> Deref for Located<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+/// The parsed configuration of all config dirs.
+#[derive(Clone, Debug, Default)]
+pub struct Spec {
+    pub files: Vec<SourceFile>,
+    pub node: Option<Located<Node>>,
+    pub encryption: Option<Located<Encryption>>,
+    pub bandwidth: Option<Located<BandwidthManager>>,
+    pub flows: Option<Located<Flows>>,
+    pub bgp: Option<Located<Bgp>>,
+    pub endpoints: Vec<Located<Endpoint>>,
+    pub namespaces: Vec<Located<Namespace>>,
+    pub identities: Vec<Located<IdentityPin>>,
+    pub services: Vec<Located<Service>>,
+    pub policies: Vec<Located<Policy>>,
+    pub peers: Vec<Located<PeerNode>>,
+    pub lb_pools: Vec<Located<LbPool>>,
+    pub routes: Vec<Located<Route>>,
+}
+
+impl Spec {
+    /// The place of an object.
+    pub fn locate(&self, meta: &Meta) -> Location {
+        self.files[meta.file].location(meta.span.start)
+    }
+
+    /// The place of one of an object's fields, falling back to the object.
+    pub fn locate_field(&self, meta: &Meta, path: &str) -> Location {
+        meta.fields.iter().find(|(p, _)| &**p == path).map_or_else(
+            || self.locate(meta),
+            |(_, span)| self.files[meta.file].location(span.start),
+        )
+    }
+
+    /// The node settings, defaults where `[node]` is absent.
+    pub fn node(&self) -> Node {
+        self.node
+            .as_ref()
+            .map(|n| n.value.clone())
+            .unwrap_or_else(|| Node {
+                socket_lb: true,
+                ..Node::default()
+            })
+    }
+
+    pub fn flows(&self) -> Flows {
+        self.flows
+            .as_ref()
+            .map(|f| f.value.clone())
+            .unwrap_or_default()
+    }
+
+    /// This node's name: `[node].name`, else `default_name` (the host name).
+    pub fn node_name(&self, default_name: &str) -> String {
+        self.node
+            .as_ref()
+            .and_then(|n| n.name.clone())
+            .unwrap_or_else(|| default_name.to_string())
+    }
+
+    /// Labels of a namespace: its `[[namespace]]` labels plus the implicit
+    /// `kubernetes.io/metadata.name = NAME`.
+    pub fn namespace_labels(&self, name: &str) -> crate::types::Labels {
+        let mut labels = self
+            .namespaces
+            .iter()
+            .find(|n| n.name == name)
+            .map(|n| n.labels.clone())
+            .unwrap_or_default();
+        labels
+            .0
+            .insert("kubernetes.io/metadata.name".into(), name.to_string());
+        labels
+    }
+}

@@ -1,0 +1,189 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Compile: `Spec` → the desired content of every BPF map. Pure and deterministic: the
+//! same spec, environment and previous allocations always give the same maps.
+//!
+//! Numbers that must stay put across reloads (backend ids, reverse-NAT indexes) are
+//! allocated against the previous [`Allocations`], so changing one service rewrites
+//! only that service's entries.
+
+mod alloc;
+pub mod diff;
+pub mod dump;
+pub mod identity;
+mod network;
+mod services;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use kldnet_bpf::abi::*;
+use kldnet_config::{Diagnostic, Spec};
+use serde::Serialize;
+
+pub use alloc::Allocations;
+pub use identity::{Identity, IdentitySource, IdentityTable};
+
+/// Facts about the machine the compile needs (found by the datapath layer, faked in tests).
+#[derive(Clone, Debug, Default)]
+pub struct Environment {
+    /// This node's name when `[node].name` is unset (the host name).
+    pub hostname: String,
+    /// Interface name → ifindex, in the daemon's network namespace.
+    pub interfaces: BTreeMap<String, u32>,
+}
+
+/// Where a program is attached.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Attachment {
+    /// tc ingress + egress of a workload's host-side interface.
+    Endpoint { ifname: String, ifindex: u32 },
+    /// tc ingress of an uplink (north-south traffic).
+    Uplink { ifname: String, ifindex: u32 },
+}
+
+/// The desired content of every map, and the attachments.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DesiredState {
+    pub lb4_services: BTreeMap<Lb4Key, Lb4Service>,
+    pub lb4_backends: BTreeMap<u32, Lb4Backend>,
+    pub lb4_rev_nat: BTreeMap<u16, Lb4ReverseNat>,
+    pub ipcache: BTreeMap<IpcacheKey, IpcacheValue>,
+    pub endpoints: BTreeMap<EndpointKey, EndpointInfo>,
+    pub policy: BTreeMap<PolicyKey, PolicyEntry>,
+    pub attachments: BTreeSet<Attachment>,
+}
+
+/// A local or remote endpoint as compiled, for `kldnet endpoint list` and status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EndpointView {
+    pub namespace: String,
+    pub name: String,
+    pub node: String,
+    pub local: bool,
+    pub identity: u32,
+    pub addresses: Vec<IpAddr>,
+    pub interface: Option<String>,
+    pub ifindex: Option<u32>,
+    pub labels: Vec<String>,
+}
+
+/// A service as compiled, for `kldnet service list`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServiceView {
+    pub namespace: String,
+    pub name: String,
+    pub service_type: String,
+    pub frontends: Vec<String>,
+    pub backends: Vec<BackendView>,
+    pub balancing: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BackendView {
+    pub address: String,
+    pub weight: u16,
+    pub state: String,
+}
+
+/// Everything a compile produces.
+#[derive(Clone, Debug, Default)]
+pub struct Compiled {
+    pub state: DesiredState,
+    pub alloc: Allocations,
+    pub identities: IdentityTable,
+    pub endpoints: Vec<EndpointView>,
+    pub services: Vec<ServiceView>,
+    /// Warnings (e.g. an interface that does not exist yet) and errors (capacity).
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Compiled {
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == kldnet_config::Severity::Error)
+    }
+}
+
+/// Compiles a validated spec. `previous` keeps ids stable across reloads.
+pub fn compile(spec: &Spec, env: &Environment, previous: &Allocations) -> Compiled {
+    let identities = IdentityTable::build(spec);
+    let mut out = Compiled {
+        alloc: previous.clone(),
+        identities,
+        ..Compiled::default()
+    };
+    network::compile_network(spec, env, &mut out);
+    services::compile_services(spec, env, &mut out);
+    out.alloc.retain_used(&out.state);
+    check_capacity(spec, &mut out);
+    out
+}
+
+fn check_capacity(spec: &Spec, out: &mut Compiled) {
+    let s = &out.state;
+    let checks = [
+        (
+            MAP_LB4_SVC,
+            s.lb4_services.len(),
+            MAX_LB4_SVC,
+            "services × ports × frontends × (backends + 1)",
+        ),
+        (
+            MAP_LB4_BE,
+            s.lb4_backends.len(),
+            MAX_LB4_BE,
+            "distinct backends",
+        ),
+        (
+            MAP_LB4_RNAT,
+            s.lb4_rev_nat.len(),
+            MAX_LB4_RNAT,
+            "service frontends",
+        ),
+        (
+            MAP_IPCACHE,
+            s.ipcache.len(),
+            MAX_IPCACHE,
+            "endpoint addresses and CIDRs",
+        ),
+        (
+            MAP_ENDPOINTS,
+            s.endpoints.len(),
+            MAX_ENDPOINTS,
+            "local endpoint addresses",
+        ),
+        (MAP_POLICY, s.policy.len(), MAX_POLICY, "policy entries"),
+    ];
+    for (map, used, cap, what) in checks {
+        if used > cap as usize {
+            let at = spec.files.first().map(|f| f.location(0));
+            out.diagnostics.push(
+                Diagnostic::error(at, format!("map {map} would need {used} entries ({what}); its capacity is {cap}"))
+                    .with_help("split the configuration across nodes, or rebuild the BPF objects with a larger KLD_MAX_* (see bpf/include/kldnet/abi.h)"),
+            );
+        }
+    }
+}
+
+/// IPv4 address as the network-order u32 the BPF side stores.
+pub fn be32(addr: std::net::Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(addr.octets())
+}
+
+/// Port as the network-order u16 the BPF side stores.
+pub fn be16(port: u16) -> u16 {
+    port.to_be()
+}
+
+/// An address in the 16-byte form of the BPF keys (IPv4 in the first 4 bytes).
+pub fn addr16(addr: IpAddr) -> ([u8; 16], u8) {
+    match addr {
+        IpAddr::V4(a) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&a.octets());
+            (b, 4)
+        }
+        IpAddr::V6(a) => (a.octets(), 6),
+    }
+}
