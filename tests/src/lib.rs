@@ -31,6 +31,7 @@ pub mod probe_cli;
 mod process;
 mod root;
 mod sandbox;
+mod udp_pktinfo;
 pub mod workload;
 
 pub use bpffs::{BpffsMount, is_mounted};

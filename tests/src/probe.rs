@@ -101,19 +101,29 @@ impl Server {
                 }
             }
             Server::Udp(u) => {
+                let pktinfo = u.local_addr()?.is_ipv4() && crate::udp_pktinfo::enable(u).is_ok();
                 let mut buf = [0u8; 2048];
                 while let Some(wait) = deadline.checked_duration_since(Instant::now()) {
                     if !poll_readable(u.as_raw_fd(), wait.min(Duration::from_millis(200)))? {
                         continue;
                     }
-                    match u.recv_from(&mut buf) {
-                        Ok((_, src)) => {
-                            if u.send_to(reply.as_bytes(), src).is_ok() {
-                                served += 1;
-                            }
+                    let got = if pktinfo {
+                        crate::udp_pktinfo::recv(u, &mut buf).map(|(src, dst)| (src, Some(dst)))
+                    } else {
+                        u.recv_from(&mut buf).map(|(_, src)| (src, None))
+                    };
+                    let sent = match got {
+                        // Answer from the address the request was sent to, as DNS servers do:
+                        // a wildcard-bound socket would otherwise reply from the primary address.
+                        Ok((src, Some(dst))) => {
+                            crate::udp_pktinfo::send(u, reply.as_bytes(), src, dst)
                         }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Ok((src, None)) => u.send_to(reply.as_bytes(), src).map(|_| ()),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Err(e) => return Err(e),
+                    };
+                    if sent.is_ok() {
+                        served += 1;
                     }
                 }
             }

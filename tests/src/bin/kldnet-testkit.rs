@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! kldnet-testkit probe serve|connect …       (see kldnet_testkit::probe_cli)
-//! kldnet-testkit fake-daemon --run-dir DIR …  (binds DIR/kldnet.sock, answers "ok", ignores the rest)
+//! kldnet-testkit … --run-dir DIR … fake-daemon … (binds DIR/kldnet.sock, answers "ok", ignores the rest)
 //! ```
 
 use std::io::Write;
@@ -14,7 +14,8 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match args.first().map(String::as_str) {
         Some("probe") => kldnet_testkit::probe_cli::cli_main(&args[1..]),
-        Some("fake-daemon") => fake_daemon(&args[1..]),
+        // The sandbox puts the daemon flags first, so the mode word may come anywhere.
+        _ if args.iter().any(|a| a == "fake-daemon") => fake_daemon(&args),
         _ => {
             eprintln!("usage: kldnet-testkit probe …| fake-daemon --run-dir DIR …");
             2
