@@ -72,7 +72,11 @@ fn include_dir() -> &'static Path {
 fn c_struct_names() -> Vec<String> {
     let h = std::fs::read_to_string(include_dir().join("kldnet/abi.h")).unwrap();
     h.lines()
-        .filter_map(|l| l.strip_prefix("struct ")?.strip_suffix(" {").map(str::to_owned))
+        .filter_map(|l| {
+            l.strip_prefix("struct ")?
+                .strip_suffix(" {")
+                .map(str::to_owned)
+        })
         .collect()
 }
 
@@ -82,10 +86,16 @@ fn rust_mirror_covers_every_c_struct() {
     let c = c_struct_names();
     assert!(!c.is_empty());
     for name in &c {
-        assert!(rust.contains(&name.as_str()), "abi.h struct {name} has no Rust mirror in src/abi.rs");
+        assert!(
+            rust.contains(&name.as_str()),
+            "abi.h struct {name} has no Rust mirror in src/abi.rs"
+        );
     }
     for name in &rust {
-        assert!(c.iter().any(|c| c == name), "src/abi.rs mirrors {name}, which abi.h does not define");
+        assert!(
+            c.iter().any(|c| c == name),
+            "src/abi.rs mirrors {name}, which abi.h does not define"
+        );
     }
 }
 
@@ -93,7 +103,11 @@ fn rust_mirror_covers_every_c_struct() {
 fn rust_structs_have_no_implicit_padding() {
     for l in rust_layouts() {
         let sum: usize = l.fields.iter().map(|f| f.2).sum();
-        assert_eq!(sum, l.size, "{}: fields sum to {sum} bytes but size is {}", l.c_name, l.size);
+        assert_eq!(
+            sum, l.size,
+            "{}: fields sum to {sum} bytes but size is {}",
+            l.c_name, l.size
+        );
     }
 }
 
@@ -138,7 +152,11 @@ fn rust_layout_matches_c_header() {
         .arg(&c_file)
         .output()
         .unwrap();
-    assert!(out.status.success(), "cc failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cc failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let run = Command::new(&exe).output().unwrap();
     assert!(run.status.success());
     let got = String::from_utf8(run.stdout).unwrap();
@@ -148,6 +166,9 @@ fn rust_layout_matches_c_header() {
         .filter(|(e, g)| e != g)
         .map(|(e, g)| format!("  rust: {e}\n  C:    {g}"))
         .collect();
-    assert!(diffs.is_empty() && expected.lines().count() == got.lines().count(),
-        "abi.rs and abi.h disagree:\n{}", diffs.join("\n"));
+    assert!(
+        diffs.is_empty() && expected.lines().count() == got.lines().count(),
+        "abi.rs and abi.h disagree:\n{}",
+        diffs.join("\n")
+    );
 }

@@ -7,7 +7,6 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::io::ErrorKind;
 use std::net::{Ipv4Addr, TcpListener};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::CommandExt;
@@ -20,7 +19,9 @@ use aya::programs::{CgroupAttachMode, CgroupSockAddr, Program, SchedClassifier};
 use aya::{Ebpf, EbpfLoader};
 use kldnet_bpf::abi::*;
 use kldnet_bpf::test_run::test_run;
-use kldnet_bpf::{PROG_FROM_EP, PROG_SOCK4_CONNECT, datapath_object, object_files, pin_dir, sock_object};
+use kldnet_bpf::{
+    PROG_FROM_EP, SOCK_PROGRAMS, datapath_object, object_files, pin_dir, sock_object,
+};
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -48,9 +49,21 @@ impl BpfFs {
         let fstype = CString::new("bpf").unwrap();
         // SAFETY: valid NUL-terminated strings; no data argument.
         let rc = unsafe {
-            libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+            libc::mount(
+                fstype.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
         };
-        assert_eq!(rc, 0, "mount bpffs at {}: {}", dir.path().display(), std::io::Error::last_os_error());
+        assert_eq!(
+            rc,
+            0,
+            "mount bpffs at {}: {}",
+            dir.path().display(),
+            std::io::Error::last_os_error()
+        );
         let fs = Self { dir };
         std::fs::create_dir_all(fs.pins()).expect("create pin dir");
         fs
@@ -78,7 +91,10 @@ fn load_object(pins: &Path, name: &str, bytes: &[u8]) -> Ebpf {
         let res = match prog {
             Program::SchedClassifier(p) => p.load(),
             Program::CgroupSockAddr(p) => p.load(),
-            other => panic!("{name}: unexpected program type for {prog_name}: {:?}", other.prog_type()),
+            other => panic!(
+                "{name}: unexpected program type for {prog_name}: {:?}",
+                other.prog_type()
+            ),
         };
         res.unwrap_or_else(|e| panic!("verifier rejected {prog_name} in {name}: {e:?}"));
     }
@@ -86,7 +102,9 @@ fn load_object(pins: &Path, name: &str, bytes: &[u8]) -> Ebpf {
 }
 
 fn map_id(ebpf: &Ebpf, name: &str) -> u32 {
-    let map = ebpf.map(name).unwrap_or_else(|| panic!("object lacks map {name}"));
+    let map = ebpf
+        .map(name)
+        .unwrap_or_else(|| panic!("object lacks map {name}"));
     let data: &MapData = match map {
         aya::maps::Map::HashMap(m)
         | aya::maps::Map::LruHashMap(m)
@@ -108,7 +126,11 @@ fn objects_load_pin_and_reuse_maps() {
     let (first_name, first_bytes) = object_files()[0];
     let mut first = load_object(&pins, first_name, first_bytes);
     for map in MAP_NAMES {
-        assert!(pins.join(map).exists(), "{map} not pinned at {}", pins.display());
+        assert!(
+            pins.join(map).exists(),
+            "{map} not pinned at {}",
+            pins.display()
+        );
     }
     let backend = Lb4Backend {
         address: u32::from(Ipv4Addr::new(192, 0, 2, 7)).to_be(),
@@ -129,11 +151,18 @@ fn objects_load_pin_and_reuse_maps() {
         .collect();
     for (name, ebpf) in &mut reloads {
         for map in MAP_NAMES {
-            assert_eq!(map_id(&first, map), map_id(ebpf, map), "{name} did not reuse pinned {map}");
+            assert_eq!(
+                map_id(&first, map),
+                map_id(ebpf, map),
+                "{name} did not reuse pinned {map}"
+            );
         }
         let be: HashMap<_, u32, Lb4Backend> =
             HashMap::try_from(ebpf.map_mut(MAP_LB4_BE).unwrap()).unwrap();
-        assert_eq!(be.get(&7, 0).expect("backend 7 visible through reload"), backend);
+        assert_eq!(
+            be.get(&7, 0).expect("backend 7 visible through reload"),
+            backend
+        );
     }
     drop(reloads);
     drop(first);
@@ -187,8 +216,17 @@ fn from_ep_passes_tcp_and_reports_new_flow_once() {
 
     let metrics: PerCpuHashMap<_, MetricsKey, MetricsValue> =
         PerCpuHashMap::try_from(ebpf.map(MAP_METRICS).unwrap()).unwrap();
-    let key = MetricsKey { reason: REASON_FORWARDED, direction: DIR_EGRESS, pad: [0; 2] };
-    let packets: u64 = metrics.get(&key, 0).expect("metrics entry").iter().map(|v| v.packets).sum();
+    let key = MetricsKey {
+        reason: REASON_FORWARDED,
+        direction: DIR_EGRESS,
+        pad: [0; 2],
+    };
+    let packets: u64 = metrics
+        .get(&key, 0)
+        .expect("metrics entry")
+        .iter()
+        .map(|v| v.packets)
+        .sum();
     assert_eq!(packets, 2);
 
     let mut events = RingBuf::try_from(ebpf.take_map(MAP_EVENTS).unwrap()).unwrap();
@@ -196,15 +234,23 @@ fn from_ep_passes_tcp_and_reports_new_flow_once() {
     while let Some(item) = events.next() {
         got.push(FlowEvent::from_bytes(&item).expect("full flow_event"));
     }
-    assert_eq!(got.len(), 1, "one event for a new flow, none for the repeat: {got:?}");
+    assert_eq!(
+        got.len(),
+        1,
+        "one event for a new flow, none for the repeat: {got:?}"
+    );
     let ev = got[0];
-    assert_eq!((ev.r#type, ev.reason, ev.direction), (EVENT_TRACE, TRACE_FROM_EP, DIR_EGRESS));
+    assert_eq!(
+        (ev.r#type, ev.reason, ev.direction),
+        (EVENT_TRACE, TRACE_FROM_EP, DIR_EGRESS)
+    );
     assert_eq!(ev.flags, EVF_NEW_FLOW);
     assert_eq!(&ev.dst_addr[..4], &[10, 0, 0, 2]);
     assert_eq!(u16::from_be(ev.dst_port), 80);
     assert_eq!(ev.pkt_len as usize, frame.len());
 
-    let counters: PerCpuArray<_, u64> = PerCpuArray::try_from(ebpf.map(MAP_COUNTERS).unwrap()).unwrap();
+    let counters: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(ebpf.map(MAP_COUNTERS).unwrap()).unwrap();
     let lost: u64 = counters.get(&CTR_EVENTS_LOST, 0).unwrap().iter().sum();
     assert_eq!(lost, 0);
 }
@@ -247,66 +293,159 @@ impl Drop for Child {
     }
 }
 
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+/// A service with no active backend: connect() must fail with EPERM.
+const EMPTY_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 11);
+
+fn insert_service(
+    ebpf: &mut Ebpf,
+    vip: Ipv4Addr,
+    port: u16,
+    proto: i32,
+    backend: Option<(u32, u16)>,
+) {
+    let master = Lb4Key {
+        address: u32::from(vip).to_be(),
+        dport: port.to_be(),
+        proto: proto as u8,
+        scope: SCOPE_EXTERNAL,
+        backend_slot: 0,
+        pad: [0; 2],
+    };
+    let count = u16::from(backend.is_some());
+    {
+        let mut svc: HashMap<_, Lb4Key, Lb4Service> =
+            HashMap::try_from(ebpf.map_mut(MAP_LB4_SVC).unwrap()).unwrap();
+        let val = Lb4Service {
+            count,
+            total: count,
+            rev_nat_index: 1,
+            algorithm: LB_ALG_RANDOM,
+            ..Default::default()
+        };
+        svc.insert(master, val, 0).unwrap();
+        if let Some((id, _)) = backend {
+            let slot = Lb4Key {
+                backend_slot: 1,
+                ..master
+            };
+            svc.insert(
+                slot,
+                Lb4Service {
+                    backend_id: id,
+                    ..Default::default()
+                },
+                0,
+            )
+            .unwrap();
+        }
+    }
+    if let Some((id, be_port)) = backend {
+        let mut be: HashMap<_, u32, Lb4Backend> =
+            HashMap::try_from(ebpf.map_mut(MAP_LB4_BE).unwrap()).unwrap();
+        let val = Lb4Backend {
+            address: u32::from(Ipv4Addr::LOCALHOST).to_be(),
+            port: be_port.to_be(),
+            proto: proto as u8,
+            state: BE_ACTIVE,
+        };
+        be.insert(id, val, 0).unwrap();
+    }
+}
+
+/// Runs inside the throwaway cgroup, spawned by `sock_lb_translates_in_cgroup`
+/// (a no-op when run directly). Prints what the application sees.
 #[test]
-fn sock_lb_connect_reaches_backend() {
+#[ignore = "helper process for sock_lb_translates_in_cgroup"]
+fn sock_lb_child() {
+    if std::env::var_os("KLD_SOCK_LB_CHILD").is_none() {
+        return;
+    }
+    let t = Duration::from_secs(5);
+    match std::net::TcpStream::connect_timeout(&(VIP, 80).into(), t) {
+        Ok(s) => println!("TCP_PEER {}", s.peer_addr().unwrap()),
+        Err(e) => println!("TCP_PEER error {e}"),
+    }
+    match std::net::TcpStream::connect_timeout(&(EMPTY_VIP, 80).into(), t) {
+        Ok(_) => println!("EMPTY connected"),
+        Err(e) => println!("EMPTY errno {}", e.raw_os_error().unwrap_or(-1)),
+    }
+    let udp = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+    udp.set_read_timeout(Some(t)).unwrap();
+    udp.send_to(b"ping", (VIP, 53)).unwrap();
+    let mut buf = [0u8; 16];
+    match udp.recv_from(&mut buf) {
+        Ok((n, from)) => println!("UDP_FROM {from} {}", String::from_utf8_lossy(&buf[..n])),
+        Err(e) => println!("UDP_FROM error {e}"),
+    }
+}
+
+/// Wait for a child, killing it after `limit`.
+fn wait_output(mut child: Child, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    while child.0.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.0.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut out = String::new();
+    if let Some(mut s) = child.0.stdout.take() {
+        let _ = std::io::Read::read_to_string(&mut s, &mut out);
+    }
+    out
+}
+
+#[test]
+fn sock_lb_translates_in_cgroup() {
     need_root!();
     let Some(cg_root) = cgroup2_mount() else {
         eprintln!("skipping: no cgroup2 mount in /proc/mounts");
         return;
     };
-    if !Path::new("/bin/bash").exists() {
-        eprintln!("skipping: needs /bin/bash for /dev/tcp");
-        return;
-    }
     let fs = BpfFs::new();
-    let cg = Cgroup { path: cg_root.join(format!("kldnet-bpf-test-{}", std::process::id())) };
+    let cg = Cgroup {
+        path: cg_root.join(format!("kldnet-bpf-test-{}", std::process::id())),
+    };
     std::fs::create_dir(&cg.path).expect("create throwaway cgroup");
 
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let tcp = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    tcp.set_nonblocking(true).unwrap();
+    let tcp_port = tcp.local_addr().unwrap().port();
+    let udp = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let udp_port = udp.local_addr().unwrap().port();
+    udp.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0u8; 16];
+        if let Ok((n, from)) = udp.recv_from(&mut buf) {
+            let _ = udp.send_to(&buf[..n], from);
+        }
+    });
 
     let mut ebpf = load_object(&fs.pins(), "sock.bpf.o", sock_object());
-    {
-        let mut svc: HashMap<_, Lb4Key, Lb4Service> =
-            HashMap::try_from(ebpf.map_mut(MAP_LB4_SVC).unwrap()).unwrap();
-        let master = Lb4Key {
-            address: u32::from(Ipv4Addr::new(10, 96, 0, 10)).to_be(),
-            dport: 80u16.to_be(),
-            proto: libc::IPPROTO_TCP as u8,
-            scope: SCOPE_EXTERNAL,
-            backend_slot: 0,
-            pad: [0; 2],
-        };
-        let svc_val = Lb4Service {
-            count: 1,
-            total: 1,
-            rev_nat_index: 1,
-            algorithm: LB_ALG_RANDOM,
-            ..Default::default()
-        };
-        svc.insert(master, svc_val, 0).unwrap();
-        svc.insert(Lb4Key { backend_slot: 1, ..master }, Lb4Service { backend_id: 1, ..Default::default() }, 0)
-            .unwrap();
-    }
-    {
-        let mut be: HashMap<_, u32, Lb4Backend> =
-            HashMap::try_from(ebpf.map_mut(MAP_LB4_BE).unwrap()).unwrap();
-        let backend = Lb4Backend {
-            address: u32::from(Ipv4Addr::LOCALHOST).to_be(),
-            port: port.to_be(),
-            proto: libc::IPPROTO_TCP as u8,
-            state: BE_ACTIVE,
-        };
-        be.insert(1, backend, 0).unwrap();
-    }
-    let prog: &mut CgroupSockAddr = ebpf.program_mut(PROG_SOCK4_CONNECT).unwrap().try_into().unwrap();
+    insert_service(&mut ebpf, VIP, 80, libc::IPPROTO_TCP, Some((1, tcp_port)));
+    insert_service(&mut ebpf, VIP, 53, libc::IPPROTO_UDP, Some((2, udp_port)));
+    insert_service(&mut ebpf, EMPTY_VIP, 80, libc::IPPROTO_TCP, None);
     let cg_file = File::open(&cg.path).unwrap();
-    prog.attach(&cg_file, CgroupAttachMode::Single).expect("attach connect4 to throwaway cgroup");
+    for name in SOCK_PROGRAMS {
+        let prog: &mut CgroupSockAddr = ebpf.program_mut(name).unwrap().try_into().unwrap();
+        prog.attach(&cg_file, CgroupAttachMode::Single)
+            .unwrap_or_else(|e| panic!("attach {name} to throwaway cgroup: {e:?}"));
+    }
 
     let procs = CString::new(cg.path.join("cgroup.procs").as_os_str().as_encoded_bytes()).unwrap();
-    let mut cmd = Command::new("/bin/bash");
-    cmd.args(["-c", "exec 3<>/dev/tcp/10.96.0.10/80"]).stdin(Stdio::null());
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "sock_lb_child",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("KLD_SOCK_LB_CHILD", "1")
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped());
     // SAFETY: the closure only calls async-signal-safe libc functions on
     // memory prepared before fork.
     unsafe {
@@ -317,26 +456,35 @@ fn sock_lb_connect_reaches_backend() {
             }
             let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
             libc::close(fd);
-            if ok { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+            if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
         });
     }
-    let mut child = Child(cmd.spawn().expect("spawn bash in cgroup"));
+    let child = Child(cmd.spawn().expect("spawn helper in cgroup"));
+    let out = wait_output(child, Duration::from_secs(30));
+    let _ = echo.join();
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let accepted = loop {
-        match listener.accept() {
-            Ok((_, peer)) => break Some(peer),
-            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            Err(_) => break None,
-        }
-    };
-    let status = child.0.wait().unwrap();
-    assert!(accepted.is_some(), "backend never saw the connection to 10.96.0.10:80 (child: {status})");
-    assert!(status.success(), "connect via service VIP failed: {status}");
+    let accepted = tcp.accept().map(|(_, peer)| peer);
+    assert!(
+        accepted.is_ok(),
+        "backend never saw the connection to {VIP}:80; child said:\n{out}"
+    );
+    assert!(
+        out.contains(&format!("TCP_PEER {VIP}:80")),
+        "getpeername must show the VIP; child said:\n{out}"
+    );
+    assert!(
+        out.contains(&format!("EMPTY errno {}", libc::EPERM)),
+        "empty service must refuse with EPERM; child said:\n{out}"
+    );
+    assert!(
+        out.contains(&format!("UDP_FROM {VIP}:53 ping")),
+        "recvmsg must show the VIP; child said:\n{out}"
+    );
 
-    drop(child);
     drop(ebpf); // detaches from the cgroup
     drop(cg_file);
     drop(cg);

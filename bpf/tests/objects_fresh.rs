@@ -8,7 +8,10 @@ use std::path::Path;
 use std::process::Command;
 
 fn have(tool: &str) -> bool {
-    Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success())
+    Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 fn objects(dir: &Path) -> BTreeSet<String> {
@@ -41,16 +44,24 @@ fn committed_objects_match_sources() {
     let built = objects(out.path());
     let committed = objects(&bpf.join("obj"));
     assert!(!built.is_empty(), "make built no objects");
-    for name in built.difference(&committed) {
-        panic!("bpf/obj/{name} is missing: run `make -C bpf` and commit it");
-    }
-    for name in committed.difference(&built) {
-        panic!("bpf/obj/{name} has no source in bpf/src: delete it");
-    }
-    let stale: Vec<String> = built
-        .iter()
-        .filter(|n| std::fs::read(out.path().join(n)).unwrap() != std::fs::read(bpf.join("obj").join(n)).unwrap())
-        .map(|n| format!("bpf/obj/{n} is stale: run `make -C bpf`"))
+    let mut problems: Vec<String> = built
+        .difference(&committed)
+        .map(|n| format!("bpf/obj/{n} is missing: run `make -C bpf` and commit it"))
+        .chain(
+            committed
+                .difference(&built)
+                .map(|n| format!("bpf/obj/{n} has no source in bpf/src: delete it")),
+        )
         .collect();
-    assert!(stale.is_empty(), "{}", stale.join("\n"));
+    problems.extend(
+        built
+            .iter()
+            .filter(|n| committed.contains(*n))
+            .filter(|n| {
+                std::fs::read(out.path().join(n)).unwrap()
+                    != std::fs::read(bpf.join("obj").join(n)).unwrap()
+            })
+            .map(|n| format!("bpf/obj/{n} is stale: run `make -C bpf`")),
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
