@@ -76,3 +76,27 @@ pub fn object_files() -> &'static [(&'static str, &'static [u8])] {
 pub fn pin_dir(bpf_root: &Path) -> PathBuf {
     bpf_root.join(format!("v{ABI_VERSION}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_objects_are_aligned_elf() {
+        assert_eq!(object_files().len(), 2);
+        for (name, bytes) in object_files() {
+            assert_eq!(bytes.as_ptr() as usize % 8, 0, "{name} not 8-byte aligned");
+            assert_eq!(&bytes[..4], b"\x7fELF", "{name} is not ELF");
+        }
+        assert_eq!(datapath_object().as_ptr(), object_files()[0].1.as_ptr());
+        assert_eq!(sock_object().as_ptr(), object_files()[1].1.as_ptr());
+    }
+
+    #[test]
+    fn pin_dir_is_versioned() {
+        assert_eq!(
+            pin_dir(Path::new("/sys/fs/bpf/kldnet")),
+            Path::new("/sys/fs/bpf/kldnet/v1")
+        );
+    }
+}

@@ -113,7 +113,7 @@ fn rust_structs_have_no_implicit_padding() {
 
 #[test]
 fn rust_layout_matches_c_header() {
-    if Command::new("cc").arg("--version").output().is_err() {
+    if !have_cc() {
         eprintln!("skipping: `cc` not found, cannot compute the C layout of abi.h");
         return;
     }
@@ -138,9 +138,29 @@ fn rust_layout_matches_c_header() {
     }
     src += "  return 0;\n}\n";
 
+    let got = run_c(&src);
+    let diffs: Vec<String> = expected
+        .lines()
+        .zip(got.lines())
+        .filter(|(e, g)| e != g)
+        .map(|(e, g)| format!("  rust: {e}\n  C:    {g}"))
+        .collect();
+    assert!(
+        diffs.is_empty() && expected.lines().count() == got.lines().count(),
+        "abi.rs and abi.h disagree:\n{}",
+        diffs.join("\n")
+    );
+}
+
+fn have_cc() -> bool {
+    Command::new("cc").arg("--version").output().is_ok()
+}
+
+/// Compile a C program against include/ with `cc` and return its stdout.
+fn run_c(src: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let c_file = dir.path().join("layout.c");
-    let exe = dir.path().join("layout");
+    let c_file = dir.path().join("probe.c");
+    let exe = dir.path().join("probe");
     std::fs::write(&c_file, src).unwrap();
     let out = Command::new("cc")
         .arg("-Wall")
@@ -159,16 +179,120 @@ fn rust_layout_matches_c_header() {
     );
     let run = Command::new(&exe).output().unwrap();
     assert!(run.status.success());
-    let got = String::from_utf8(run.stdout).unwrap();
-    let diffs: Vec<String> = expected
-        .lines()
-        .zip(got.lines())
-        .filter(|(e, g)| e != g)
-        .map(|(e, g)| format!("  rust: {e}\n  C:    {g}"))
-        .collect();
-    assert!(
-        diffs.is_empty() && expected.lines().count() == got.lines().count(),
-        "abi.rs and abi.h disagree:\n{}",
-        diffs.join("\n")
-    );
+    String::from_utf8(run.stdout).unwrap()
+}
+
+/// `(C macro name, Rust value)`: Rust `abi::X` mirrors C `KLD_X`.
+fn rust_constants() -> Vec<(&'static str, u64)> {
+    macro_rules! c {
+        ($n:ident) => {
+            (concat!("KLD_", stringify!($n)), u64::from(abi::$n))
+        };
+    }
+    vec![
+        c!(ABI_VERSION),
+        c!(MAX_LB4_SVC),
+        c!(MAX_LB4_BE),
+        c!(MAX_LB4_RNAT),
+        c!(MAX_SOCK_RNAT),
+        c!(MAX_IPCACHE),
+        c!(MAX_ENDPOINTS),
+        c!(MAX_POLICY),
+        c!(MAX_CT4),
+        c!(EVENTS_BYTES),
+        c!(MAX_METRICS),
+        c!(MAX_COUNTERS),
+        c!(ID_UNKNOWN),
+        c!(ID_HOST),
+        c!(ID_WORLD),
+        c!(FAMILY_V4),
+        c!(FAMILY_V6),
+        c!(DIR_INGRESS),
+        c!(DIR_EGRESS),
+        c!(SCOPE_EXTERNAL),
+        c!(SCOPE_INTERNAL),
+        c!(SVC_F_NODEPORT),
+        c!(SVC_F_EXTERNAL_IP),
+        c!(SVC_F_LOADBALANCER),
+        c!(SVC_F_LOCAL_ONLY),
+        c!(SVC_F_AFFINITY),
+        c!(SVC_F_HOSTPORT),
+        c!(LB_ALG_RANDOM),
+        c!(LB_ALG_ROUND_ROBIN),
+        c!(LB_ALG_MAGLEV),
+        c!(BE_ACTIVE),
+        c!(BE_TERMINATING),
+        c!(BE_MAINTENANCE),
+        c!(IPCACHE_PREFIX_BASE),
+        c!(IPC_F_REMOTE_NODE),
+        c!(EP_F_INGRESS_ENFORCE),
+        c!(EP_F_EGRESS_ENFORCE),
+        c!(EP_F_HOST),
+        c!(POLICY_PREFIX_MIN),
+        c!(POLICY_PREFIX_PROTO),
+        c!(POLICY_PREFIX_FULL),
+        c!(POLICY_ALLOW),
+        c!(POLICY_DENY),
+        c!(POLICY_F_AUDIT),
+        c!(CT_DIR_INGRESS),
+        c!(CT_DIR_EGRESS),
+        c!(CT_DIR_SERVICE),
+        c!(CT_F_SEEN_REPLY),
+        c!(CT_F_CLOSING),
+        c!(EVENT_TRACE),
+        c!(EVENT_DROP),
+        c!(EVENT_POLICY_VERDICT),
+        c!(EVENT_SOCK_LB),
+        c!(TRACE_TO_EP),
+        c!(TRACE_TO_STACK),
+        c!(TRACE_FROM_EP),
+        c!(TRACE_FROM_NETWORK),
+        c!(REASON_FORWARDED),
+        c!(DROP_POLICY_DENIED),
+        c!(DROP_INVALID),
+        c!(DROP_NO_SERVICE),
+        c!(DROP_POLICY_DENY),
+        c!(EVF_REPLY),
+        c!(EVF_NEW_FLOW),
+        c!(EVF_FRAGMENT),
+        c!(CTR_EVENTS_LOST),
+        c!(CTR_CT_CREATE_FAIL),
+        c!(CTR_SOCK_LB_MISS),
+        c!(CTR_SOCK_LB_NO_BE),
+        c!(CTR_SOCK_RNAT_FAIL),
+        c!(CTR_PARSE_ERROR),
+        c!(CTR_METRICS_FAIL),
+        c!(CTR_COUNT),
+    ]
+}
+
+#[test]
+fn rust_constants_match_c_defines() {
+    let consts = rust_constants();
+    let h = std::fs::read_to_string(include_dir().join("kldnet/abi.h")).unwrap();
+    for line in h.lines() {
+        let Some(name) = line
+            .strip_prefix("#define KLD_")
+            .and_then(|r| r.split_whitespace().next())
+        else {
+            continue;
+        };
+        let name = format!("KLD_{name}");
+        assert!(
+            consts.iter().any(|(c, _)| *c == name),
+            "abi.h defines {name} but src/abi.rs has no mirror"
+        );
+    }
+    if !have_cc() {
+        eprintln!("skipping value check: `cc` not found");
+        return;
+    }
+    let mut src = String::from("#include <stdio.h>\n#include \"kldnet/abi.h\"\nint main(void) {\n");
+    let mut expected = String::new();
+    for (name, v) in &consts {
+        src += &format!("  printf(\"{name}=%llu\\n\", (unsigned long long)({name}));\n");
+        expected += &format!("{name}={v}\n");
+    }
+    src += "  return 0;\n}\n";
+    assert_eq!(run_c(&src), expected, "abi.rs constants differ from abi.h");
 }

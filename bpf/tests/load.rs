@@ -83,8 +83,15 @@ impl Drop for BpfFs {
 }
 
 fn load_object(pins: &Path, name: &str, bytes: &[u8]) -> Ebpf {
+    // must_exist = true: every knob mirrored in abi.rs exists in every object.
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pins)
+        .override_global(KNOB_NODE_IDENTITY, &ID_HOST, true)
+        .override_global(KNOB_EVENTS_ENABLED, &1u32, true)
+        .override_global(KNOB_EVENT_INTERVAL_SEC, &5u32, true)
+        .override_global(KNOB_CT_LIFETIME_TCP_SEC, &21600u32, true)
+        .override_global(KNOB_CT_LIFETIME_NONTCP_SEC, &60u32, true)
+        .override_global(KNOB_CT_CLOSE_TIMEOUT_SEC, &10u32, true)
         .load(bytes)
         .unwrap_or_else(|e| panic!("load {name}: {e:?}"));
     for (prog_name, prog) in ebpf.programs_mut() {

@@ -303,7 +303,7 @@ struct metrics_value {
 #define KLD_CTR_SOCK_RNAT_FAIL 4  /* kld_sock_rnat update failed */
 #define KLD_CTR_PARSE_ERROR 5     /* truncated header */
 #define KLD_CTR_METRICS_FAIL 6    /* kld_metrics full */
-#define KLD_CTR__COUNT 7
+#define KLD_CTR_COUNT 7
 
 _Static_assert(sizeof(struct lb4_key) == 12, "lb4_key");
 _Static_assert(sizeof(struct lb4_service) == 16, "lb4_service");
@@ -322,6 +322,6 @@ _Static_assert(sizeof(struct ct_entry) == 32, "ct_entry");
 _Static_assert(sizeof(struct flow_event) == 80, "flow_event");
 _Static_assert(sizeof(struct metrics_key) == 4, "metrics_key");
 _Static_assert(sizeof(struct metrics_value) == 16, "metrics_value");
-_Static_assert(KLD_CTR__COUNT <= KLD_MAX_COUNTERS, "counters");
+_Static_assert(KLD_CTR_COUNT <= KLD_MAX_COUNTERS, "counters");
 
 #endif /* KLDNET_ABI_H */
