@@ -12,6 +12,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Transport protocol for [`serve`] and [`probe`].
@@ -79,12 +80,21 @@ impl Server {
     /// Answers every connection/datagram with `reply_with` + `"\n"` for `max_secs` seconds;
     /// returns how many requests were answered.
     pub fn run(&self, reply_with: &str, max_secs: u64) -> io::Result<u64> {
+        self.run_until(reply_with, max_secs, &AtomicBool::new(false))
+    }
+
+    /// Like [`run`](Self::run), but also returns (within ~200 ms) once `stop` becomes true.
+    pub fn run_until(&self, reply_with: &str, max_secs: u64, stop: &AtomicBool) -> io::Result<u64> {
         let deadline = Instant::now() + Duration::from_secs(max_secs);
+        let running = || !stop.load(Ordering::Relaxed);
         let reply = format!("{reply_with}\n");
         let mut served = 0;
         match self {
             Server::Tcp(l) => {
-                while let Some(wait) = deadline.checked_duration_since(Instant::now()) {
+                while let Some(wait) = deadline
+                    .checked_duration_since(Instant::now())
+                    .filter(|_| running())
+                {
                     if !poll_readable(l.as_raw_fd(), wait.min(Duration::from_millis(200)))? {
                         continue;
                     }
@@ -103,7 +113,10 @@ impl Server {
             Server::Udp(u) => {
                 let pktinfo = u.local_addr()?.is_ipv4() && crate::udp_pktinfo::enable(u).is_ok();
                 let mut buf = [0u8; 2048];
-                while let Some(wait) = deadline.checked_duration_since(Instant::now()) {
+                while let Some(wait) = deadline
+                    .checked_duration_since(Instant::now())
+                    .filter(|_| running())
+                {
                     if !poll_readable(u.as_raw_fd(), wait.min(Duration::from_millis(200)))? {
                         continue;
                     }

@@ -4,12 +4,13 @@
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kldnet_testkit::probe::Server;
 use kldnet_testkit::probe_cli::{connect_args, parse_json_ok, serve_args};
 use kldnet_testkit::{
-    ChildGuard, Proto, Sandbox, Workload, WorkloadSpec, cgroup_pids, is_mounted, probe,
+    ChildGuard, Proto, Sandbox, Workload, WorkloadSpec, cgroup_pids, is_mounted, netns, probe,
     skip_unless_root,
 };
 
@@ -93,6 +94,7 @@ fn workloads_and_node_exchange_tcp_and_udp() {
     if skip_unless_root("workloads_and_node_exchange_tcp_and_udp") {
         return;
     }
+    let host_forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
     let mut sbx = Sandbox::new("traffic").unwrap();
     let (w1, w2) = two_workloads(&mut sbx);
     assert!(w1.in_lb_cgroup && !w2.in_lb_cgroup);
@@ -100,6 +102,18 @@ fn workloads_and_node_exchange_tcp_and_udp() {
     assert!(
         w1.host_ifindex > 1 && w1.mac.len() == 17 && w1.mac != w2.mac,
         "{w1:?} {w2:?}"
+    );
+
+    // Sysctls changed inside the node namespace only.
+    let node = sbx.node_netns();
+    assert_eq!(netns::sysctl_get(node, "net/ipv4/ip_forward").unwrap(), "1");
+    assert_eq!(
+        netns::sysctl_get(node, "net/ipv4/conf/vnet1/proxy_arp").unwrap(),
+        "1"
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        host_forward
     );
 
     let s1 = start_servers(&sbx, &w1);
@@ -126,10 +140,19 @@ fn workloads_and_node_exchange_tcp_and_udp() {
                 .unwrap()
         })
         .collect();
+    let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
         for s in &node_servers {
-            scope.spawn(|| s.run("node", 8).unwrap());
+            scope.spawn(|| s.run_until("node", 60, &stop).unwrap());
         }
+        // Stop the node servers however the probes below end (a panic included).
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop = StopOnDrop(&stop);
         for proto in [Proto::Tcp, Proto::Udp] {
             let port = if proto == Proto::Tcp {
                 TCP_PORT
