@@ -35,6 +35,9 @@ pub struct SandboxBuilder {
     pub daemon_ready_timeout: Duration,
     /// How long [`Sandbox::exec_in`] lets a command run before killing it.
     pub exec_timeout: Duration,
+    /// Extra environment for every daemon start (e.g. `RUST_LOG=debug`); the test process's
+    /// environment is inherited as well.
+    pub daemon_env: Vec<(String, String)>,
 }
 
 impl SandboxBuilder {
@@ -45,6 +48,7 @@ impl SandboxBuilder {
             node_addr: DEFAULT_NODE_ADDR,
             daemon_ready_timeout: Duration::from_secs(20),
             exec_timeout: Duration::from_secs(30),
+            daemon_env: Vec::new(),
         }
     }
 
@@ -301,7 +305,8 @@ impl Sandbox {
         args.extend(extra_args.iter().map(OsStr::new));
         let log_path = self.dir().join("kldnetd.log");
         let offset = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
-        let cmd = self.command_in(self.node_netns(), kldnetd, &args, false);
+        let mut cmd = self.command_in(self.node_netns(), kldnetd, &args, false);
+        cmd.envs(self.opts.daemon_env.iter().map(|(k, v)| (k, v)));
         let child = ChildGuard::spawn(
             cmd,
             DAEMON_LABEL.to_string(),

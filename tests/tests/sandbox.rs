@@ -419,7 +419,10 @@ fn daemon_starts_in_node_netns_and_restarts() {
     if skip_unless_root("daemon_starts_in_node_netns_and_restarts") {
         return;
     }
-    let sbx = Sandbox::new("daemon").unwrap();
+    let mut opts = Sandbox::builder("daemon");
+    opts.daemon_env
+        .push(("KLDNET_TESTKIT_MARK".into(), "yes".into()));
+    let sbx = opts.build().unwrap();
     let cfg = sbx.write_config("a.toml", "x = 1\n").unwrap();
     assert_eq!(std::fs::read_to_string(&cfg).unwrap(), "x = 1\n");
     assert!(sbx.write_config("../escape.toml", "").is_err());
