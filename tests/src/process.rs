@@ -83,8 +83,18 @@ pub(crate) fn signal_tree(pid: i32, sig: i32) {
     }
 }
 
-/// True when child `pid` has exited (without reaping it, so the PID stays reserved).
-pub(crate) fn has_exited(pid: i32) -> bool {
+/// State of a child as seen by `waitid(WNOWAIT)`, which never reaps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChildState {
+    /// Still running.
+    Running,
+    /// Exited; the zombie keeps its PID (and process group id) reserved.
+    Exited,
+    /// Not our unreaped child any more (reaped elsewhere): its PID may be recycled, hands off.
+    Gone,
+}
+
+fn child_state(pid: i32) -> ChildState {
     // SAFETY: siginfo is plain data; waitid with WNOWAIT leaves the zombie in place.
     unsafe {
         let mut info: libc::siginfo_t = std::mem::zeroed();
@@ -94,23 +104,33 @@ pub(crate) fn has_exited(pid: i32) -> bool {
             &mut info,
             libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
         );
-        // ECHILD: already reaped or not our child — either way nothing left to wait for.
-        rc != 0 || info.si_pid() != 0
+        if rc != 0 {
+            ChildState::Gone
+        } else if info.si_pid() != 0 {
+            ChildState::Exited
+        } else {
+            ChildState::Running
+        }
     }
 }
 
 /// SIGTERM, wait up to `grace`, then SIGKILL: for children owned elsewhere (not reaped here).
+///
+/// The final group-wide SIGKILL also catches helpers the child left in its process group.
 pub(crate) fn terminate_unreaped(pid: i32, grace: Duration) {
+    if child_state(pid) == ChildState::Gone {
+        return;
+    }
     signal_tree(pid, libc::SIGTERM);
     let deadline = Instant::now() + grace;
-    while !has_exited(pid) {
-        if Instant::now() >= deadline {
-            signal_tree(pid, libc::SIGKILL);
-            return;
+    loop {
+        match child_state(pid) {
+            ChildState::Gone => return,
+            ChildState::Exited => break,
+            ChildState::Running if Instant::now() >= deadline => break,
+            ChildState::Running => std::thread::sleep(Duration::from_millis(10)),
         }
-        std::thread::sleep(Duration::from_millis(10));
     }
-    // The leader is gone; make sure helpers in its group go too.
     signal_tree(pid, libc::SIGKILL);
 }
 
