@@ -1,1 +1,16 @@
-fn main() {}
+// SPDX-License-Identifier: Apache-2.0
+//! kldnet: the command line of the kldnet host dataplane.
+
+use clap::Parser;
+
+fn main() {
+    let cli = match kldnet::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { kldnet::cli::EXIT_USAGE } else { kldnet::cli::EXIT_OK };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    std::process::exit(kldnet::cli::run(cli));
+}

@@ -1,1 +1,117 @@
-//! cli
+// SPDX-License-Identifier: Apache-2.0
+//! The `kldnet` command line: offline commands (`check`) and clients of the daemon.
+
+mod check;
+mod demo;
+mod show;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Exit codes (CONTRACT §3).
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILURE: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_UNREACHABLE: i32 = 3;
+
+#[derive(Debug, Parser)]
+#[command(name = "kldnet", version, about = "Control and inspect the kldnet host dataplane")]
+pub struct Cli {
+    /// Directory of the daemon's API socket (kldnet.sock).
+    #[arg(long, global = true, default_value = crate::paths::DEFAULT_RUN_DIR)]
+    pub run_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct OutputArg {
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the configuration and print every problem (no daemon needed).
+    Check {
+        /// Config dir (repeatable; earlier dirs win). Default: /etc/kldnet then /run/kldnet.
+        #[arg(long = "config-dir")]
+        config_dirs: Vec<PathBuf>,
+        /// Also print the compiled map contents.
+        #[arg(long)]
+        dump: bool,
+    },
+    /// Show the daemon's state.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the daemon to reload its configuration now.
+    Reload,
+    /// Workloads known to the daemon.
+    #[command(subcommand)]
+    Endpoint(ListOnly),
+    /// Security identities.
+    #[command(subcommand)]
+    Identity(ListOnly),
+    /// Services and their backends.
+    #[command(subcommand)]
+    Service(ListOnly),
+    /// Dump BPF maps.
+    #[command(subcommand)]
+    Bpf(BpfCommand),
+    /// Run an isolated sandbox with the example configuration, real traffic and status.
+    Demo(demo::DemoArgs),
+    /// Traffic probe used by tests and the demo (serve / connect).
+    #[command(hide = true)]
+    Probe {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ListOnly {
+    /// List them.
+    List(OutputArg),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BpfCommand {
+    /// Load-balancer maps: services, backends, reverse NAT.
+    #[command(subcommand)]
+    Lb(ListOnly),
+    /// The ipcache: IP/CIDR → identity, tunnel endpoint.
+    #[command(subcommand)]
+    Ipcache(ListOnly),
+    /// Local endpoints map.
+    #[command(subcommand)]
+    Endpoints(ListOnly),
+}
+
+/// Runs the CLI; returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    let socket = cli.run_dir.join(crate::paths::SOCKET_NAME);
+    match cli.command {
+        Command::Check { config_dirs, dump } => check::run(config_dirs, dump),
+        Command::Status { json } => show::status(&socket, json),
+        Command::Reload => show::reload(&socket),
+        Command::Endpoint(ListOnly::List(o)) => show::endpoints(&socket, o.output),
+        Command::Identity(ListOnly::List(o)) => show::identities(&socket, o.output),
+        Command::Service(ListOnly::List(o)) => show::services(&socket, o.output),
+        Command::Bpf(BpfCommand::Lb(ListOnly::List(o))) => show::map_dump(&socket, "lb", o.output),
+        Command::Bpf(BpfCommand::Ipcache(ListOnly::List(o))) => show::map_dump(&socket, "ipcache", o.output),
+        Command::Bpf(BpfCommand::Endpoints(ListOnly::List(o))) => show::map_dump(&socket, "endpoints", o.output),
+        Command::Demo(args) => demo::run(args),
+        Command::Probe { args } => kldnet_testkit::probe_cli::cli_main(&args),
+    }
+}

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use kldnet_config::Spec;
 use kldnet_config::types::Labels;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Reserved identities (Cilium's numbering).
 pub const HOST: u32 = 1;
@@ -23,7 +23,7 @@ const FIRST: u32 = 256;
 const LAST: u32 = 65535;
 
 /// Where an identity's number came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IdentitySource {
     Reserved,
@@ -31,7 +31,7 @@ pub enum IdentitySource {
     Derived,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     pub id: u32,
     pub namespace: String,

@@ -18,7 +18,7 @@ use std::net::IpAddr;
 
 use kldnet_bpf::abi::*;
 use kldnet_config::{Diagnostic, Spec};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use alloc::Allocations;
 pub use identity::{Identity, IdentitySource, IdentityTable};
@@ -30,6 +30,9 @@ pub struct Environment {
     pub hostname: String,
     /// Interface name → ifindex, in the daemon's network namespace.
     pub interfaces: BTreeMap<String, u32>,
+    /// `kldnet check`: the interfaces are not this machine's to look at, so missing ones
+    /// are not reported.
+    pub offline: bool,
 }
 
 /// Where a program is attached.
@@ -54,7 +57,7 @@ pub struct DesiredState {
 }
 
 /// A local or remote endpoint as compiled, for `kldnet endpoint list` and status.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointView {
     pub namespace: String,
     pub name: String,
@@ -68,7 +71,7 @@ pub struct EndpointView {
 }
 
 /// A service as compiled, for `kldnet service list`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceView {
     pub namespace: String,
     pub name: String,
@@ -78,7 +81,7 @@ pub struct ServiceView {
     pub balancing: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackendView {
     pub address: String,
     pub weight: u16,

@@ -117,6 +117,7 @@ pub(super) fn compile_network(spec: &Spec, env: &Environment, out: &mut Compiled
                 (Some(name), Some(ifindex)) => {
                     state.attachments.insert(Attachment::Endpoint { ifname: name.clone(), ifindex });
                 }
+                _ if env.offline => {}
                 (Some(name), None) => out.diagnostics.push(
                     Diagnostic::warning(
                         Some(spec.locate_field(&ep.meta, "interface")),

@@ -1,1 +1,53 @@
-//! datapath
+// SPDX-License-Identifier: Apache-2.0
+//! The datapath: the only layer that touches the kernel.
+//!
+//! [`MapIo`] is the seam: byte-level map reads and writes, implemented by the kernel
+//! ([`kernel::KernelDatapath`], raw bpf(2) on pinned maps) and by an in-memory fake
+//! ([`fake::FakeMaps`]) for tests. [`apply`] writes a delta in an order that never lets
+//! the BPF side see a service pointing at a missing backend, and rolls back on failure.
+
+pub mod apply;
+pub mod bytes;
+pub mod fake;
+pub mod features;
+pub mod kernel;
+pub mod sys;
+
+use std::io;
+
+use crate::compile::{Attachment, DesiredState};
+
+/// Byte-level access to the maps, by map name.
+pub trait MapIo {
+    fn update(&mut self, map: &str, key: &[u8], value: &[u8]) -> io::Result<()>;
+    fn delete(&mut self, map: &str, key: &[u8]) -> io::Result<()>;
+    /// Every (key, value) of a map.
+    fn dump(&self, map: &str) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Attaches the programs at an attachment point (idempotent).
+    fn attach(&mut self, at: &Attachment) -> io::Result<()>;
+    fn detach(&mut self, at: &Attachment) -> io::Result<()>;
+    /// Attachment points currently attached (adopted from pins after a restart).
+    fn attachments(&self) -> io::Result<Vec<Attachment>>;
+    /// (map, entries, capacity) of every map, for status.
+    fn occupancy(&self) -> Vec<(String, u64, u64)> {
+        Vec::new()
+    }
+    /// Names of the pinned program links, for status.
+    fn pinned_links(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Reads the full state of the maps kldnet owns through `io`.
+pub fn read_state(io: &dyn MapIo) -> io::Result<DesiredState> {
+    use kldnet_bpf::abi::*;
+    Ok(DesiredState {
+        lb4_services: bytes::decode_map(io.dump(MAP_LB4_SVC)?),
+        lb4_backends: bytes::decode_map(io.dump(MAP_LB4_BE)?),
+        lb4_rev_nat: bytes::decode_map(io.dump(MAP_LB4_RNAT)?),
+        ipcache: bytes::decode_map(io.dump(MAP_IPCACHE)?),
+        endpoints: bytes::decode_map(io.dump(MAP_ENDPOINTS)?),
+        policy: bytes::decode_map(io.dump(MAP_POLICY)?),
+        attachments: io.attachments()?.into_iter().collect(),
+    })
+}
