@@ -485,7 +485,10 @@ fn services(c: &mut Checker) {
 }
 
 fn is_prime(n: u32) -> bool {
-    n >= 2 && (2..).take_while(|d: &u32| d * d <= n).all(|d| n % d != 0)
+    n >= 2
+        && (2..)
+            .take_while(|d: &u32| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 fn policies(c: &mut Checker) {
@@ -495,10 +498,7 @@ fn policies(c: &mut Checker) {
         let id = format!("{}/{}", pol.namespace, pol.name);
         c.name("policy", &pol.meta, &pol.name, Some(&pol.namespace));
         c.unique(&mut keys, format!("policy {id}"), &pol.meta, "name");
-        let groups: [(
-            &str,
-            Vec<(Option<&Vec<crate::schema::Peer>>, &Vec<PortRule>)>,
-        ); 4] = [
+        let groups: [(&str, Vec<RuleParts>); 4] = [
             (
                 "ingress",
                 pol.ingress
@@ -562,6 +562,9 @@ fn policies(c: &mut Checker) {
         }
     }
 }
+
+/// The peers and ports of one rule, whatever its direction and kind.
+type RuleParts<'a> = (Option<&'a Vec<crate::schema::Peer>>, &'a Vec<PortRule>);
 
 fn check_peer(c: &mut Checker, meta: &Meta, at: &str, p: &crate::schema::Peer, deny: bool) {
     let kinds = [

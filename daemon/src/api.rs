@@ -20,7 +20,9 @@ pub enum Request {
     Identities,
     Services,
     /// Map contents as text lines, for `kldnet bpf … list`.
-    MapDump { map: String },
+    MapDump {
+        map: String,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -107,21 +109,33 @@ pub struct ProgramAttachment {
 /// Why the CLI could not get an answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach kldnetd at {path}: {source} (is the daemon running? see `systemctl status kldnetd`)")]
-    Unreachable { path: String, source: std::io::Error },
+    #[error(
+        "cannot reach kldnetd at {path}: {source} (is the daemon running? see `systemctl status kldnetd`)"
+    )]
+    Unreachable {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("bad answer from kldnetd: {0}")]
     Protocol(String),
 }
 
 /// Sends one request and reads the answer.
 pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Response, ClientError> {
-    let unreachable = |source| ClientError::Unreachable { path: socket.display().to_string(), source };
+    let unreachable = |source| ClientError::Unreachable {
+        path: socket.display().to_string(),
+        source,
+    };
     let mut stream = UnixStream::connect(socket).map_err(unreachable)?;
-    stream.set_read_timeout(Some(timeout)).map_err(unreachable)?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(unreachable)?;
     let mut line = serde_json::to_string(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
     line.push('\n');
     stream.write_all(line.as_bytes()).map_err(unreachable)?;
     let mut answer = String::new();
-    BufReader::new(stream).read_line(&mut answer).map_err(unreachable)?;
+    BufReader::new(stream)
+        .read_line(&mut answer)
+        .map_err(unreachable)?;
     serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(format!("{e}: {answer:?}")))
 }

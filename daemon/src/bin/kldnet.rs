@@ -7,7 +7,11 @@ fn main() {
     let cli = match kldnet::cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { kldnet::cli::EXIT_USAGE } else { kldnet::cli::EXIT_OK };
+            let code = if e.use_stderr() {
+                kldnet::cli::EXIT_USAGE
+            } else {
+                kldnet::cli::EXIT_OK
+            };
             let _ = e.print();
             std::process::exit(code);
         }

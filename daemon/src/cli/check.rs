@@ -15,7 +15,11 @@ pub fn check_dirs(dirs: &[PathBuf]) -> (Diagnostics, Option<compile::Compiled>) 
     if diags.has_errors() {
         return (diags, None);
     }
-    let env = Environment { hostname: crate::daemon::hostname(), offline: true, ..Environment::default() };
+    let env = Environment {
+        hostname: crate::daemon::hostname(),
+        offline: true,
+        ..Environment::default()
+    };
     let compiled = compile::compile(&spec, &env, &Allocations::default());
     diags.0.extend(compiled.diagnostics.iter().cloned());
     diags.sort();
@@ -32,5 +36,9 @@ pub fn run(mut dirs: Vec<PathBuf>, dump: bool) -> i32 {
         print!("{}", compile::dump::dump(&c.state));
     }
     println!("{}", diags.summary());
-    if diags.has_errors() { EXIT_FAILURE } else { EXIT_OK }
+    if diags.has_errors() {
+        EXIT_FAILURE
+    } else {
+        EXIT_OK
+    }
 }

@@ -57,7 +57,9 @@ fn step(title: &str) {
 
 fn demo(args: DemoArgs) -> Result<bool> {
     if !kldnet_testkit::is_root() {
-        bail!("the demo creates network namespaces, a cgroup and a bpffs mount: run it as root (sudo)");
+        bail!(
+            "the demo creates network namespaces, a cgroup and a bpffs mount: run it as root (sudo)"
+        );
     }
     let config_dir = find_config(args.config_dir)?;
     let (spec, diags) = kldnet_config::load_dirs(std::slice::from_ref(&config_dir));
@@ -68,7 +70,10 @@ fn demo(args: DemoArgs) -> Result<bool> {
     let exe = std::env::current_exe().context("locate kldnet")?;
     let kldnetd = exe.with_file_name("kldnetd");
     if !kldnetd.exists() {
-        bail!("kldnetd not found next to {} (build it: cargo build --bins)", exe.display());
+        bail!(
+            "kldnetd not found next to {} (build it: cargo build --bins)",
+            exe.display()
+        );
     }
 
     step(&format!("sandbox for {}", config_dir.display()));
@@ -79,25 +84,62 @@ fn demo(args: DemoArgs) -> Result<bool> {
     }
     let mut sbx = builder.build()?;
     let this_node = spec.node_name("");
-    for ep in spec.endpoints.iter().filter(|e| e.node.as_ref().is_none_or(|n| *n == this_node)) {
-        let addrs: Vec<_> = ep.addresses.iter().filter_map(|a| if let IpAddr::V4(v) = a { Some(*v) } else { None }).collect();
-        let ifname = ep.interface.clone().unwrap_or_else(|| format!("kld{}", sbx.workloads().len()));
+    for ep in spec
+        .endpoints
+        .iter()
+        .filter(|e| e.node.as_ref().is_none_or(|n| *n == this_node))
+    {
+        let addrs: Vec<_> = ep
+            .addresses
+            .iter()
+            .filter_map(|a| {
+                if let IpAddr::V4(v) = a {
+                    Some(*v)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let ifname = ep
+            .interface
+            .clone()
+            .unwrap_or_else(|| format!("kld{}", sbx.workloads().len()));
         let w = sbx.add_workload(WorkloadSpec::new(&ep.name, &ifname, &addrs))?;
-        println!("  workload {:<12} {}/{:<12} {:<14} host side {}", w.name, ep.namespace, ep.name, format!("{:?}", addrs), ifname);
+        println!(
+            "  workload {:<12} {}/{:<12} {:<14} host side {}",
+            w.name,
+            ep.namespace,
+            ep.name,
+            format!("{:?}", addrs),
+            ifname
+        );
     }
     sbx.copy_config_from(&config_dir)?;
-    println!("  node netns {}, cgroup {}, bpffs {}", sbx.node_netns(), sbx.cgroup_dir().display(), sbx.bpf_root().display());
+    println!(
+        "  node netns {}, cgroup {}, bpffs {}",
+        sbx.node_netns(),
+        sbx.cgroup_dir().display(),
+        sbx.bpf_root().display()
+    );
 
     step("kldnetd");
     let daemon = sbx.start_daemon(&kldnetd, &[])?;
-    println!("  started, pid {} (log: {})", daemon.pid(), daemon.log_path().display());
+    println!(
+        "  started, pid {} (log: {})",
+        daemon.pid(),
+        daemon.log_path().display()
+    );
 
     // Backends answer with their name on their named ports (TCP 8080, UDP 5353).
     let mut servers = Vec::new();
     for w in sbx.workloads().to_vec() {
         for (proto, port) in [(Proto::Tcp, 8080), (Proto::Udp, 5353)] {
             let bind = SocketAddr::new(IpAddr::V4(w.addr()), port);
-            let cmd = sbx.workload_command(&w, &exe, &with_probe(probe_cli::serve_args(proto, bind, &w.name, 600)));
+            let cmd = sbx.workload_command(
+                &w,
+                &exe,
+                &with_probe(probe_cli::serve_args(proto, bind, &w.name, 600)),
+            );
             let mut child = sbx.spawn(cmd)?;
             child.wait_for_stdout("listening", Duration::from_secs(5))?;
             servers.push(child);
@@ -112,15 +154,41 @@ fn demo(args: DemoArgs) -> Result<bool> {
     super::show::services(&socket, super::Output::Table);
 
     let mut ok = true;
-    if let Some(client) = sbx.workloads().iter().find(|w| w.name.starts_with("frontend")).cloned() {
-        for svc in spec.services.iter().filter(|s| s.service_type == kldnet_config::schema::ServiceType::ClusterIP) {
+    if let Some(client) = sbx
+        .workloads()
+        .iter()
+        .find(|w| w.name.starts_with("frontend"))
+        .cloned()
+    {
+        for svc in spec
+            .services
+            .iter()
+            .filter(|s| s.service_type == kldnet_config::schema::ServiceType::ClusterIP)
+        {
             for port in &svc.ports {
-                let Some(IpAddr::V4(vip)) = svc.addresses.first().copied() else { continue };
-                let proto = if port.protocol == kldnet_config::types::Protocol::Udp { Proto::Udp } else { Proto::Tcp };
+                let Some(IpAddr::V4(vip)) = svc.addresses.first().copied() else {
+                    continue;
+                };
+                let proto = if port.protocol == kldnet_config::types::Protocol::Udp {
+                    Proto::Udp
+                } else {
+                    Proto::Tcp
+                };
                 let target = SocketAddr::new(IpAddr::V4(vip), port.port);
-                step(&format!("{} → service {}/{} at {target}/{proto} (20 new connections)", client.name, svc.namespace, svc.name));
-                let args = with_probe(probe_cli::connect_args(proto, target, 20, Duration::from_secs(2)));
-                let out = sbx.workload_command(&client, &exe, &args).output().context("run probe")?;
+                step(&format!(
+                    "{} → service {}/{} at {target}/{proto} (20 new connections)",
+                    client.name, svc.namespace, svc.name
+                ));
+                let args = with_probe(probe_cli::connect_args(
+                    proto,
+                    target,
+                    20,
+                    Duration::from_secs(2),
+                ));
+                let out = sbx
+                    .workload_command(&client, &exe, &args)
+                    .output()
+                    .context("run probe")?;
                 let line = String::from_utf8_lossy(&out.stdout);
                 println!("  {}", line.trim());
                 ok &= out.status.success();
@@ -135,11 +203,18 @@ fn demo(args: DemoArgs) -> Result<bool> {
     match wait {
         Some(d) if d.is_zero() => {}
         Some(d) => {
-            println!("\nsandbox stays up for {}s; try: kldnet --run-dir {} status", d.as_secs(), run_dir.display());
+            println!(
+                "\nsandbox stays up for {}s; try: kldnet --run-dir {} status",
+                d.as_secs(),
+                run_dir.display()
+            );
             std::thread::sleep(d);
         }
         None => {
-            println!("\nsandbox is up; try: sudo kldnet --run-dir {} status   (Ctrl-C tears it down)", run_dir.display());
+            println!(
+                "\nsandbox is up; try: sudo kldnet --run-dir {} status   (Ctrl-C tears it down)",
+                run_dir.display()
+            );
             wait_for_ctrl_c();
         }
     }
@@ -148,8 +223,18 @@ fn demo(args: DemoArgs) -> Result<bool> {
     drop(servers);
     drop(daemon);
     drop(sbx);
-    println!("  removed namespaces, cgroup, bpffs and files in {} ms", started.elapsed().as_millis());
-    println!("\n{}", if ok { "demo passed" } else { "demo FAILED: some connections did not get through" });
+    println!(
+        "  removed namespaces, cgroup, bpffs and files in {} ms",
+        started.elapsed().as_millis()
+    );
+    println!(
+        "\n{}",
+        if ok {
+            "demo passed"
+        } else {
+            "demo FAILED: some connections did not get through"
+        }
+    );
     Ok(ok)
 }
 

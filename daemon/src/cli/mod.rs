@@ -16,7 +16,11 @@ pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_UNREACHABLE: i32 = 3;
 
 #[derive(Debug, Parser)]
-#[command(name = "kldnet", version, about = "Control and inspect the kldnet host dataplane")]
+#[command(
+    name = "kldnet",
+    version,
+    about = "Control and inspect the kldnet host dataplane"
+)]
 pub struct Cli {
     /// Directory of the daemon's API socket (kldnet.sock).
     #[arg(long, global = true, default_value = crate::paths::DEFAULT_RUN_DIR)]
@@ -109,8 +113,12 @@ pub fn run(cli: Cli) -> i32 {
         Command::Identity(ListOnly::List(o)) => show::identities(&socket, o.output),
         Command::Service(ListOnly::List(o)) => show::services(&socket, o.output),
         Command::Bpf(BpfCommand::Lb(ListOnly::List(o))) => show::map_dump(&socket, "lb", o.output),
-        Command::Bpf(BpfCommand::Ipcache(ListOnly::List(o))) => show::map_dump(&socket, "ipcache", o.output),
-        Command::Bpf(BpfCommand::Endpoints(ListOnly::List(o))) => show::map_dump(&socket, "endpoints", o.output),
+        Command::Bpf(BpfCommand::Ipcache(ListOnly::List(o))) => {
+            show::map_dump(&socket, "ipcache", o.output)
+        }
+        Command::Bpf(BpfCommand::Endpoints(ListOnly::List(o))) => {
+            show::map_dump(&socket, "endpoints", o.output)
+        }
         Command::Demo(args) => demo::run(args),
         Command::Probe { args } => kldnet_testkit::probe_cli::cli_main(&args),
     }

@@ -44,7 +44,11 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) {
         }
     }
     let line = |cells: Vec<String>| {
-        let s: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        let s: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
         println!("{}", s.join("  ").trim_end());
     };
     line(header.iter().map(|s| s.to_string()).collect());
@@ -61,7 +65,11 @@ pub fn status(socket: &Path, json: bool) -> i32 {
             } else {
                 print_status(&s);
             }
-            if s.state == "running" { EXIT_OK } else { EXIT_FAILURE }
+            if s.state == "running" {
+                EXIT_OK
+            } else {
+                EXIT_FAILURE
+            }
         }
         Ok(r) => unexpected(r),
         Err(code) => code,
@@ -71,9 +79,17 @@ pub fn status(socket: &Path, json: bool) -> i32 {
 fn print_status(s: &Status) {
     println!("kldnetd {} on node {} (pid {})", s.version, s.node, s.pid);
     println!("State:          {}", s.state);
-    println!("Generation:     {} ({} reloads, {} failed)", s.generation, s.reloads, s.reload_failures);
+    println!(
+        "Generation:     {} ({} reloads, {} failed)",
+        s.generation, s.reloads, s.reload_failures
+    );
     if let Some(r) = &s.last_reload {
-        println!("Last reload:    {} — {} in {:.1} ms", if r.ok { "ok" } else { "FAILED" }, r.summary, r.duration_us as f64 / 1000.0);
+        println!(
+            "Last reload:    {} — {} in {:.1} ms",
+            if r.ok { "ok" } else { "FAILED" },
+            r.summary,
+            r.duration_us as f64 / 1000.0
+        );
         for d in &r.diagnostics {
             for line in d.lines() {
                 println!("                {line}");
@@ -82,7 +98,12 @@ fn print_status(s: &Status) {
     }
     println!("Config dirs:    {}", s.config_dirs.join(", "));
     println!("BPF pins:       {}", s.bpf_pin_dir);
-    println!("Socket LB:      {}", s.cgroup.as_deref().map_or("off".to_string(), |c| format!("cgroup {c}")));
+    println!(
+        "Socket LB:      {}",
+        s.cgroup
+            .as_deref()
+            .map_or("off".to_string(), |c| format!("cgroup {c}"))
+    );
     let k = &s.kernel;
     println!(
         "Kernel:         {} (BTF {}, TCX {}, cgroup2 {}, bpffs {})",
@@ -110,8 +131,15 @@ fn print_status(s: &Status) {
     }
     println!("Maps:");
     for m in &s.maps {
-        let pct = if m.capacity == 0 { 0.0 } else { m.entries as f64 * 100.0 / m.capacity as f64 };
-        println!("  {:<14} {:>8} / {:<8} ({pct:.1}%)", m.name, m.entries, m.capacity);
+        let pct = if m.capacity == 0 {
+            0.0
+        } else {
+            m.entries as f64 * 100.0 / m.capacity as f64
+        };
+        println!(
+            "  {:<14} {:>8} / {:<8} ({pct:.1}%)",
+            m.name, m.entries, m.capacity
+        );
     }
 }
 
@@ -126,10 +154,18 @@ pub fn reload(socket: &Path) -> i32 {
                 println!("{d}");
             }
             if r.ok {
-                println!("reloaded: generation {}: {} ({:.1} ms)", r.generation, r.summary, r.duration_us as f64 / 1000.0);
+                println!(
+                    "reloaded: generation {}: {} ({:.1} ms)",
+                    r.generation,
+                    r.summary,
+                    r.duration_us as f64 / 1000.0
+                );
                 EXIT_OK
             } else {
-                println!("reload failed: {} (generation {} keeps serving)", r.summary, r.generation);
+                println!(
+                    "reload failed: {} (generation {} keeps serving)",
+                    r.summary, r.generation
+                );
                 EXIT_FAILURE
             }
         }
@@ -151,7 +187,11 @@ pub fn endpoints(socket: &Path, out: Output) -> i32 {
                             format!("{}/{}", e.namespace, e.name),
                             e.node.clone(),
                             e.identity.to_string(),
-                            e.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
+                            e.addresses
+                                .iter()
+                                .map(|a| a.to_string())
+                                .collect::<Vec<_>>()
+                                .join(","),
                             match (&e.interface, e.ifindex) {
                                 (Some(i), Some(x)) => format!("{i} ({x})"),
                                 (Some(i), None) => format!("{i} (missing)"),
@@ -161,7 +201,17 @@ pub fn endpoints(socket: &Path, out: Output) -> i32 {
                         ]
                     })
                     .collect();
-                table(&["ENDPOINT", "NODE", "IDENTITY", "ADDRESSES", "INTERFACE", "LABELS"], rows);
+                table(
+                    &[
+                        "ENDPOINT",
+                        "NODE",
+                        "IDENTITY",
+                        "ADDRESSES",
+                        "INTERFACE",
+                        "LABELS",
+                    ],
+                    rows,
+                );
             }
             EXIT_OK
         }
@@ -179,8 +229,18 @@ pub fn identities(socket: &Path, out: Output) -> i32 {
                 let rows = identities
                     .iter()
                     .map(|i| {
-                        let labels: Vec<String> = i.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                        vec![i.id.to_string(), if i.namespace.is_empty() { "-".into() } else { i.namespace.clone() }, labels.join(","), format!("{:?}", i.source).to_lowercase()]
+                        let labels: Vec<String> =
+                            i.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        vec![
+                            i.id.to_string(),
+                            if i.namespace.is_empty() {
+                                "-".into()
+                            } else {
+                                i.namespace.clone()
+                            },
+                            labels.join(","),
+                            format!("{:?}", i.source).to_lowercase(),
+                        ]
                     })
                     .collect();
                 table(&["ID", "NAMESPACE", "LABELS", "SOURCE"], rows);
@@ -201,11 +261,28 @@ pub fn services(socket: &Path, out: Output) -> i32 {
                 let rows = services
                     .iter()
                     .map(|s| {
-                        let bes: Vec<String> = s.backends.iter().map(|b| format!("{} ({}, w={})", b.address, b.state, b.weight)).collect();
-                        vec![format!("{}/{}", s.namespace, s.name), s.service_type.clone(), s.frontends.join(","), if bes.is_empty() { "(none)".into() } else { bes.join(", ") }, s.balancing.clone()]
+                        let bes: Vec<String> = s
+                            .backends
+                            .iter()
+                            .map(|b| format!("{} ({}, w={})", b.address, b.state, b.weight))
+                            .collect();
+                        vec![
+                            format!("{}/{}", s.namespace, s.name),
+                            s.service_type.clone(),
+                            s.frontends.join(","),
+                            if bes.is_empty() {
+                                "(none)".into()
+                            } else {
+                                bes.join(", ")
+                            },
+                            s.balancing.clone(),
+                        ]
                     })
                     .collect();
-                table(&["SERVICE", "TYPE", "FRONTENDS", "BACKENDS", "BALANCING"], rows);
+                table(
+                    &["SERVICE", "TYPE", "FRONTENDS", "BACKENDS", "BALANCING"],
+                    rows,
+                );
             }
             EXIT_OK
         }
@@ -215,12 +292,20 @@ pub fn services(socket: &Path, out: Output) -> i32 {
 }
 
 pub fn map_dump(socket: &Path, map: &str, out: Output) -> i32 {
-    match ask(socket, Request::MapDump { map: map.to_string() }) {
+    match ask(
+        socket,
+        Request::MapDump {
+            map: map.to_string(),
+        },
+    ) {
         Ok(Response::MapDump { entries }) => {
             if out == Output::Json {
                 print_json(&entries);
             } else {
-                table(&["KEY", "VALUE"], entries.into_iter().map(|e| vec![e.key, e.value]).collect());
+                table(
+                    &["KEY", "VALUE"],
+                    entries.into_iter().map(|e| vec![e.key, e.value]).collect(),
+                );
             }
             EXIT_OK
         }

@@ -34,7 +34,11 @@ pub struct Engine {
 
 impl Engine {
     /// Adopts whatever the maps hold now (after a restart: the previous daemon's state).
-    pub fn adopt(io: Box<dyn MapIo + Send>, config_dirs: Vec<PathBuf>, hostname: String) -> std::io::Result<Engine> {
+    pub fn adopt(
+        io: Box<dyn MapIo + Send>,
+        config_dirs: Vec<PathBuf>,
+        hostname: String,
+    ) -> std::io::Result<Engine> {
         let current = crate::datapath::read_state(io.as_ref())?;
         let alloc = Allocations::from_state(&current);
         Ok(Engine {
@@ -69,11 +73,23 @@ impl Engine {
                 if summary != "no changes" || self.generation == 0 {
                     self.generation += 1;
                 }
-                ReloadResult { ok: true, generation: self.generation, summary, diagnostics: rendered, duration_us: started.elapsed().as_micros() as u64 }
+                ReloadResult {
+                    ok: true,
+                    generation: self.generation,
+                    summary,
+                    diagnostics: rendered,
+                    duration_us: started.elapsed().as_micros() as u64,
+                }
             }
             Err(summary) => {
                 self.failures += 1;
-                ReloadResult { ok: false, generation: self.generation, summary, diagnostics: rendered, duration_us: started.elapsed().as_micros() as u64 }
+                ReloadResult {
+                    ok: false,
+                    generation: self.generation,
+                    summary,
+                    diagnostics: rendered,
+                    duration_us: started.elapsed().as_micros() as u64,
+                }
             }
         };
         self.last = Some(result.clone());
@@ -81,7 +97,11 @@ impl Engine {
     }
 
     fn compile_and_apply(&mut self, spec: Spec, diags: &mut Diagnostics) -> Result<String, String> {
-        let env = Environment { hostname: self.hostname.clone(), interfaces: (self.interfaces)(), offline: false };
+        let env = Environment {
+            hostname: self.hostname.clone(),
+            interfaces: (self.interfaces)(),
+            offline: false,
+        };
         let compiled = compile::compile(&spec, &env, &self.alloc);
         diags.0.extend(compiled.diagnostics.iter().cloned());
         diags.sort();
@@ -109,5 +129,10 @@ impl Engine {
 }
 
 fn render(diags: &Diagnostics) -> Vec<String> {
-    diags.0.iter().filter(|d| d.severity != Severity::Note).map(|d| d.to_string()).collect()
+    diags
+        .0
+        .iter()
+        .filter(|d| d.severity != Severity::Note)
+        .map(|d| d.to_string())
+        .collect()
 }

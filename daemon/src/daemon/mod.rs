@@ -54,7 +54,10 @@ pub enum DaemonCommand {
 impl DaemonArgs {
     pub fn paths(&self) -> Paths {
         let config_dirs = if self.config_dirs.is_empty() {
-            kldnet_config::DEFAULT_CONFIG_DIRS.iter().map(PathBuf::from).collect()
+            kldnet_config::DEFAULT_CONFIG_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .collect()
         } else {
             self.config_dirs.clone()
         };
@@ -99,9 +102,19 @@ impl Daemon {
             }
         }
         if r.ok {
-            tracing::info!(generation = r.generation, "reload ({why}): {} in {} µs", r.summary, r.duration_us);
+            tracing::info!(
+                generation = r.generation,
+                "reload ({why}): {} in {} µs",
+                r.summary,
+                r.duration_us
+            );
         } else {
-            tracing::error!(generation = r.generation, "reload ({why}) failed, generation {} keeps serving: {}", r.generation, r.summary);
+            tracing::error!(
+                generation = r.generation,
+                "reload ({why}) failed, generation {} keeps serving: {}",
+                r.generation,
+                r.summary
+            );
         }
         sdnotify::ready(&status_line(&r));
         r
@@ -112,21 +125,35 @@ fn status_line(r: &ReloadResult) -> String {
     if r.ok {
         format!("generation {}: {}", r.generation, r.summary)
     } else {
-        let first = r.diagnostics.first().map(|d| d.lines().next().unwrap_or("").to_string()).unwrap_or_default();
-        format!("reload FAILED, generation {} serving: {} {}", r.generation, r.summary, first)
+        let first = r
+            .diagnostics
+            .first()
+            .map(|d| d.lines().next().unwrap_or("").to_string())
+            .unwrap_or_default();
+        format!(
+            "reload FAILED, generation {} serving: {} {}",
+            r.generation, r.summary, first
+        )
     }
 }
 
 fn init_logging() {
     use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KLDNET_LOG").unwrap_or_else(|_| "info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("KLDNET_LOG").unwrap_or_else(|_| "info".into());
     if std::env::var_os("JOURNAL_STREAM").is_some()
         && let Ok(journald) = tracing_journald::layer()
     {
-        tracing_subscriber::registry().with(filter).with(journald.with_syslog_identifier("kldnetd".into())).init();
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(journald.with_syslog_identifier("kldnetd".into()))
+            .init();
         return;
     }
-    tracing_subscriber::registry().with(filter).with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).init();
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .init();
 }
 
 /// Runs kldnetd; returns the exit code.
@@ -142,7 +169,10 @@ pub fn main(args: DaemonArgs) -> i32 {
             }
         };
     }
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match runtime.block_on(run(paths)) {
         Ok(()) => 0,
         Err(e) => {
@@ -156,45 +186,70 @@ pub fn main(args: DaemonArgs) -> i32 {
 fn cleanup(paths: &Paths) -> Result<()> {
     let removed = kernel::cleanup(&paths.pin_dir())?;
     let _ = std::fs::remove_file(paths.socket());
-    println!("removed {} pins under {}", removed.len(), paths.pin_dir().display());
+    println!(
+        "removed {} pins under {}",
+        removed.len(),
+        paths.pin_dir().display()
+    );
     Ok(())
 }
 
 fn start_datapath(paths: &Paths) -> Result<Daemon> {
     let features = features::probe(&paths.bpf_root, paths.cgroup_root.as_deref());
     if !features.bpffs {
-        bail!("{} is not on a bpf filesystem: mount one (`mount -t bpf bpf /sys/fs/bpf`) or pass --bpf-root DIR on bpffs", paths.bpf_root.display());
+        bail!(
+            "{} is not on a bpf filesystem: mount one (`mount -t bpf bpf /sys/fs/bpf`) or pass --bpf-root DIR on bpffs",
+            paths.bpf_root.display()
+        );
     }
     for m in &features.missing {
         tracing::warn!("kernel feature missing: {m}");
     }
     let socket_lb = features.cgroup2;
-    let mut kernel = kernel::KernelDatapath::open(&paths.pin_dir(), socket_lb).context("start the BPF datapath")?;
+    let mut kernel = kernel::KernelDatapath::open(&paths.pin_dir(), socket_lb)
+        .context("start the BPF datapath")?;
     kernel.refresh_tc_links().context("adopt pinned tc links")?;
-    let cgroup = if socket_lb { paths.cgroup_root.clone() } else { None };
+    let cgroup = if socket_lb {
+        paths.cgroup_root.clone()
+    } else {
+        None
+    };
     if let Some(cg) = &cgroup {
         kernel.attach_cgroup(cg).context("attach socket LB")?;
     }
-    let engine = Engine::adopt(Box::new(kernel), paths.config_dirs.clone(), hostname()).context("read pinned maps")?;
-    Ok(Daemon { engine, paths: paths.clone(), cgroup, features })
+    let engine = Engine::adopt(Box::new(kernel), paths.config_dirs.clone(), hostname())
+        .context("read pinned maps")?;
+    Ok(Daemon {
+        engine,
+        paths: paths.clone(),
+        cgroup,
+        features,
+    })
 }
 
 async fn run(paths: Paths) -> Result<()> {
-    std::fs::create_dir_all(&paths.run_dir).with_context(|| format!("create run dir {}", paths.run_dir.display()))?;
-    std::fs::create_dir_all(&paths.state_dir).with_context(|| format!("create state dir {}", paths.state_dir.display()))?;
+    std::fs::create_dir_all(&paths.run_dir)
+        .with_context(|| format!("create run dir {}", paths.run_dir.display()))?;
+    std::fs::create_dir_all(&paths.state_dir)
+        .with_context(|| format!("create state dir {}", paths.state_dir.display()))?;
     let mut daemon = start_datapath(&paths)?;
     let adopted = daemon.engine.current.lb4_services.len() + daemon.engine.current.ipcache.len();
-    tracing::info!("datapath loaded, pins in {} ({adopted} entries adopted)", paths.pin_dir().display());
+    tracing::info!(
+        "datapath loaded, pins in {} ({adopted} entries adopted)",
+        paths.pin_dir().display()
+    );
     daemon.reload("start");
 
     let socket = paths.socket();
     let _ = std::fs::remove_file(&socket);
-    let listener = UnixListener::bind(&socket).with_context(|| format!("listen on {}", socket.display()))?;
+    let listener =
+        UnixListener::bind(&socket).with_context(|| format!("listen on {}", socket.display()))?;
     let (_watcher, mut changes) = watch::watch(&paths.config_dirs)?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let mut watchdog = tokio::time::interval(sdnotify::watchdog_interval().unwrap_or(Duration::from_secs(3600)));
+    let mut watchdog =
+        tokio::time::interval(sdnotify::watchdog_interval().unwrap_or(Duration::from_secs(3600)));
     loop {
         tokio::select! {
             conn = listener.accept() => {
@@ -215,22 +270,32 @@ async fn run(paths: Paths) -> Result<()> {
     }
     sdnotify::stopping();
     let _ = std::fs::remove_file(&socket);
-    tracing::info!("stopping; maps and links stay pinned in {} so traffic keeps flowing (`kldnetd cleanup` removes them)", paths.pin_dir().display());
+    tracing::info!(
+        "stopping; maps and links stay pinned in {} so traffic keeps flowing (`kldnetd cleanup` removes them)",
+        paths.pin_dir().display()
+    );
     Ok(())
 }
 
 async fn serve_one(daemon: &mut Daemon, stream: UnixStream) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
-    let read_result = tokio::time::timeout(Duration::from_secs(5), BufReader::new(read).read_line(&mut line)).await;
+    let read_result = tokio::time::timeout(
+        Duration::from_secs(5),
+        BufReader::new(read).read_line(&mut line),
+    )
+    .await;
     let response = match read_result {
         Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
             Ok(req) => daemon.handle(req),
-            Err(e) => Response::Error { message: format!("bad request: {e}") },
+            Err(e) => Response::Error {
+                message: format!("bad request: {e}"),
+            },
         },
         _ => return,
     };
-    let mut out = serde_json::to_string(&response).unwrap_or_else(|e| format!("{{\"result\":\"error\",\"message\":\"{e}\"}}"));
+    let mut out = serde_json::to_string(&response)
+        .unwrap_or_else(|e| format!("{{\"result\":\"error\",\"message\":\"{e}\"}}"));
     out.push('\n');
     let _ = write.write_all(out.as_bytes()).await;
 }

@@ -10,9 +10,15 @@ impl Daemon {
         match req {
             Request::Status => Response::Status(Box::new(self.status())),
             Request::Reload => Response::Reload(self.reload("kldnet reload")),
-            Request::Endpoints => Response::Endpoints { endpoints: self.engine.compiled.endpoints.clone() },
-            Request::Identities => Response::Identities { identities: self.engine.compiled.identities.identities.clone() },
-            Request::Services => Response::Services { services: self.engine.compiled.services.clone() },
+            Request::Endpoints => Response::Endpoints {
+                endpoints: self.engine.compiled.endpoints.clone(),
+            },
+            Request::Identities => Response::Identities {
+                identities: self.engine.compiled.identities.identities.clone(),
+            },
+            Request::Services => Response::Services {
+                services: self.engine.compiled.services.clone(),
+            },
             Request::MapDump { map } => match self.map_dump(&map) {
                 Ok(entries) => Response::MapDump { entries },
                 Err(message) => Response::Error { message },
@@ -22,19 +28,42 @@ impl Daemon {
 
     /// Reads the maps themselves (not the daemon's idea of them).
     fn map_dump(&self, map: &str) -> Result<Vec<MapEntry>, String> {
-        let state = crate::datapath::read_state(self.engine.io.as_ref()).map_err(|e| format!("read maps: {e}"))?;
+        let state = crate::datapath::read_state(self.engine.io.as_ref())
+            .map_err(|e| format!("read maps: {e}"))?;
         let e = |key: String, value: String| MapEntry { key, value };
         Ok(match map {
             "lb" => state
                 .lb4_services
                 .iter()
                 .map(|(k, v)| e(dump::lb4_key(k), dump::lb4_service(k, v)))
-                .chain(state.lb4_backends.iter().map(|(k, v)| e(format!("backend {k}"), dump::lb4_backend(v))))
-                .chain(state.lb4_rev_nat.iter().map(|(k, v)| e(format!("rev_nat {k}"), format!("{}:{}", dump::ip4(v.address), u16::from_be(v.port)))))
+                .chain(
+                    state
+                        .lb4_backends
+                        .iter()
+                        .map(|(k, v)| e(format!("backend {k}"), dump::lb4_backend(v))),
+                )
+                .chain(state.lb4_rev_nat.iter().map(|(k, v)| {
+                    e(
+                        format!("rev_nat {k}"),
+                        format!("{}:{}", dump::ip4(v.address), u16::from_be(v.port)),
+                    )
+                }))
                 .collect(),
-            "ipcache" => state.ipcache.iter().map(|(k, v)| e(dump::ipcache_key(k), dump::ipcache_value(v))).collect(),
-            "endpoints" => state.endpoints.iter().map(|(k, v)| e(dump::endpoint_key(k), dump::endpoint_info(v))).collect(),
-            other => return Err(format!("unknown map group `{other}` (lb, ipcache, endpoints)")),
+            "ipcache" => state
+                .ipcache
+                .iter()
+                .map(|(k, v)| e(dump::ipcache_key(k), dump::ipcache_value(v)))
+                .collect(),
+            "endpoints" => state
+                .endpoints
+                .iter()
+                .map(|(k, v)| e(dump::endpoint_key(k), dump::endpoint_info(v)))
+                .collect(),
+            other => {
+                return Err(format!(
+                    "unknown map group `{other}` (lb, ipcache, endpoints)"
+                ));
+            }
         })
     }
 
@@ -48,12 +77,32 @@ impl Daemon {
             .into_iter()
             .map(|l| {
                 let (program, target) = match l.split_once('-') {
-                    Some(("sock", prog)) => (prog.to_string(), format!("cgroup {}", self.cgroup.as_ref().map_or(String::new(), |c| c.display().to_string()))),
-                    Some(("ep", rest)) => (if rest.ends_with("egress") { kldnet_bpf::PROG_TO_EP } else { kldnet_bpf::PROG_FROM_EP }.to_string(), format!("tc {rest}")),
+                    Some(("sock", prog)) => (
+                        prog.to_string(),
+                        format!(
+                            "cgroup {}",
+                            self.cgroup
+                                .as_ref()
+                                .map_or(String::new(), |c| c.display().to_string())
+                        ),
+                    ),
+                    Some(("ep", rest)) => (
+                        if rest.ends_with("egress") {
+                            kldnet_bpf::PROG_TO_EP
+                        } else {
+                            kldnet_bpf::PROG_FROM_EP
+                        }
+                        .to_string(),
+                        format!("tc {rest}"),
+                    ),
                     Some(("up", rest)) => ("kld_from_netdev".to_string(), format!("tc {rest}")),
                     _ => (l.clone(), String::new()),
                 };
-                ProgramAttachment { program, target, mode: "pinned link".into() }
+                ProgramAttachment {
+                    program,
+                    target,
+                    mode: "pinned link".into(),
+                }
             })
             .collect();
         Status {
@@ -65,21 +114,41 @@ impl Daemon {
             reloads: eng.reloads,
             reload_failures: eng.failures,
             last_reload: eng.last.clone(),
-            config_dirs: eng.config_dirs.iter().map(|d| d.display().to_string()).collect(),
+            config_dirs: eng
+                .config_dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect(),
             bpf_pin_dir: self.paths.pin_dir().display().to_string(),
             cgroup: self.cgroup.as_ref().map(|c| c.display().to_string()),
             kernel: self.features.clone(),
             programs,
-            maps: self.engine.io.occupancy().into_iter().map(|(name, entries, capacity)| MapOccupancy { name, entries, capacity }).collect(),
+            maps: self
+                .engine
+                .io
+                .occupancy()
+                .into_iter()
+                .map(|(name, entries, capacity)| MapOccupancy {
+                    name,
+                    entries,
+                    capacity,
+                })
+                .collect(),
             endpoints_local: eng.compiled.endpoints.iter().filter(|e| e.local).count(),
             endpoints_remote: eng.compiled.endpoints.iter().filter(|e| !e.local).count(),
             identities: eng.compiled.identities.identities.len(),
             services: spec.services.len(),
             policies: spec.policies.len(),
-            encryption: spec.encryption.as_ref().map_or("none".into(), |e| format!("{:?} (not enforced yet)", e.mode).to_lowercase()),
-            bgp: spec.bgp.as_ref().map_or("off".into(), |b| format!("AS{} with {} neighbors (not enforced yet)", b.local_asn, b.neighbor.len())),
+            encryption: spec.encryption.as_ref().map_or("none".into(), |e| {
+                format!("{:?} (not enforced yet)", e.mode).to_lowercase()
+            }),
+            bgp: spec.bgp.as_ref().map_or("off".into(), |b| {
+                format!(
+                    "AS{} with {} neighbors (not enforced yet)",
+                    b.local_asn,
+                    b.neighbor.len()
+                )
+            }),
         }
     }
 }
-
-

@@ -13,7 +13,10 @@ pub fn watch(dirs: &[PathBuf]) -> Result<(notify::RecommendedWatcher, mpsc::Rece
     let (tx, rx) = mpsc::channel(64);
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         if let Ok(ev) = ev
-            && ev.paths.iter().any(|p| p.extension().is_some_and(|e| e == "toml"))
+            && ev
+                .paths
+                .iter()
+                .any(|p| p.extension().is_some_and(|e| e == "toml"))
             && !matches!(ev.kind, notify::EventKind::Access(_))
         {
             let _ = tx.try_send(());
@@ -22,7 +25,9 @@ pub fn watch(dirs: &[PathBuf]) -> Result<(notify::RecommendedWatcher, mpsc::Rece
     .context("start file watcher")?;
     for dir in dirs {
         if dir.is_dir() {
-            watcher.watch(dir, RecursiveMode::NonRecursive).with_context(|| format!("watch {}", dir.display()))?;
+            watcher
+                .watch(dir, RecursiveMode::NonRecursive)
+                .with_context(|| format!("watch {}", dir.display()))?;
         }
     }
     Ok((watcher, rx))

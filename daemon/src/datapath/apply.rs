@@ -29,7 +29,9 @@ pub struct ApplyError {
 
 fn hint(e: &io::Error) -> &'static str {
     match e.raw_os_error() {
-        Some(libc::E2BIG) | Some(libc::ENOMEM) => " (the map is full: reduce the configuration or raise KLD_MAX_* capacities)",
+        Some(libc::E2BIG) | Some(libc::ENOMEM) => {
+            " (the map is full: reduce the configuration or raise KLD_MAX_* capacities)"
+        }
         Some(libc::EPERM) => " (needs CAP_BPF and CAP_NET_ADMIN)",
         _ => "",
     }
@@ -38,7 +40,11 @@ fn hint(e: &io::Error) -> &'static str {
 /// Applies `desired` over `current` (what the maps hold now). On success `current`
 /// becomes `desired` and the applied delta is returned; on failure the maps and
 /// `current` are back to what they were.
-pub fn apply(io: &mut dyn MapIo, current: &mut DesiredState, desired: &DesiredState) -> Result<StateDelta, ApplyError> {
+pub fn apply(
+    io: &mut dyn MapIo,
+    current: &mut DesiredState,
+    desired: &DesiredState,
+) -> Result<StateDelta, ApplyError> {
     let delta = diff(current, desired);
     if delta.is_empty() {
         return Ok(delta);
@@ -49,7 +55,9 @@ pub fn apply(io: &mut dyn MapIo, current: &mut DesiredState, desired: &DesiredSt
         Err(e) => {
             let undo = diff(current, &before);
             if let Err(again) = write_delta(io, current, &undo) {
-                tracing::error!("rollback after failed apply also failed: {again}; the datapath may be inconsistent until the next successful reload");
+                tracing::error!(
+                    "rollback after failed apply also failed: {again}; the datapath may be inconsistent until the next successful reload"
+                );
             }
             Err(e)
         }
@@ -57,28 +65,126 @@ pub fn apply(io: &mut dyn MapIo, current: &mut DesiredState, desired: &DesiredSt
 }
 
 /// Writes one delta; `mirror` tracks exactly what has been written so far.
-fn write_delta(io: &mut dyn MapIo, mirror: &mut DesiredState, d: &StateDelta) -> Result<(), ApplyError> {
+fn write_delta(
+    io: &mut dyn MapIo,
+    mirror: &mut DesiredState,
+    d: &StateDelta,
+) -> Result<(), ApplyError> {
     for a in &d.attach {
         io.attach(a).map_err(|e| attach_error("attach", a, e))?;
         mirror.attachments.insert(a.clone());
     }
-    upserts(io, MAP_LB4_BE, &d.lb4_backends.upserts, &mut mirror.lb4_backends, |k| k.to_string())?;
-    upserts(io, MAP_LB4_RNAT, &d.lb4_rev_nat.upserts, &mut mirror.lb4_rev_nat, |k| k.to_string())?;
-    upserts(io, MAP_IPCACHE, &d.ipcache.upserts, &mut mirror.ipcache, dump::ipcache_key)?;
-    upserts(io, MAP_ENDPOINTS, &d.endpoints.upserts, &mut mirror.endpoints, dump::endpoint_key)?;
-    upserts(io, MAP_POLICY, &d.policy.upserts, &mut mirror.policy, dump::policy_key)?;
-    let (masters, slots): (Vec<_>, Vec<_>) = d.lb4_services.upserts.iter().cloned().partition(|(k, _)| k.backend_slot == 0);
-    upserts(io, MAP_LB4_SVC, &slots, &mut mirror.lb4_services, dump::lb4_key)?;
-    upserts(io, MAP_LB4_SVC, &masters, &mut mirror.lb4_services, dump::lb4_key)?;
+    upserts(
+        io,
+        MAP_LB4_BE,
+        &d.lb4_backends.upserts,
+        &mut mirror.lb4_backends,
+        |k| k.to_string(),
+    )?;
+    upserts(
+        io,
+        MAP_LB4_RNAT,
+        &d.lb4_rev_nat.upserts,
+        &mut mirror.lb4_rev_nat,
+        |k| k.to_string(),
+    )?;
+    upserts(
+        io,
+        MAP_IPCACHE,
+        &d.ipcache.upserts,
+        &mut mirror.ipcache,
+        dump::ipcache_key,
+    )?;
+    upserts(
+        io,
+        MAP_ENDPOINTS,
+        &d.endpoints.upserts,
+        &mut mirror.endpoints,
+        dump::endpoint_key,
+    )?;
+    upserts(
+        io,
+        MAP_POLICY,
+        &d.policy.upserts,
+        &mut mirror.policy,
+        dump::policy_key,
+    )?;
+    let (masters, slots): (Vec<_>, Vec<_>) = d
+        .lb4_services
+        .upserts
+        .iter()
+        .cloned()
+        .partition(|(k, _)| k.backend_slot == 0);
+    upserts(
+        io,
+        MAP_LB4_SVC,
+        &slots,
+        &mut mirror.lb4_services,
+        dump::lb4_key,
+    )?;
+    upserts(
+        io,
+        MAP_LB4_SVC,
+        &masters,
+        &mut mirror.lb4_services,
+        dump::lb4_key,
+    )?;
 
-    let (masters, slots): (Vec<_>, Vec<_>) = d.lb4_services.deletes.iter().cloned().partition(|k| k.backend_slot == 0);
-    deletes(io, MAP_LB4_SVC, &masters, &mut mirror.lb4_services, dump::lb4_key)?;
-    deletes(io, MAP_LB4_SVC, &slots, &mut mirror.lb4_services, dump::lb4_key)?;
-    deletes(io, MAP_POLICY, &d.policy.deletes, &mut mirror.policy, dump::policy_key)?;
-    deletes(io, MAP_ENDPOINTS, &d.endpoints.deletes, &mut mirror.endpoints, dump::endpoint_key)?;
-    deletes(io, MAP_IPCACHE, &d.ipcache.deletes, &mut mirror.ipcache, dump::ipcache_key)?;
-    deletes(io, MAP_LB4_RNAT, &d.lb4_rev_nat.deletes, &mut mirror.lb4_rev_nat, |k| k.to_string())?;
-    deletes(io, MAP_LB4_BE, &d.lb4_backends.deletes, &mut mirror.lb4_backends, |k| k.to_string())?;
+    let (masters, slots): (Vec<_>, Vec<_>) = d
+        .lb4_services
+        .deletes
+        .iter()
+        .cloned()
+        .partition(|k| k.backend_slot == 0);
+    deletes(
+        io,
+        MAP_LB4_SVC,
+        &masters,
+        &mut mirror.lb4_services,
+        dump::lb4_key,
+    )?;
+    deletes(
+        io,
+        MAP_LB4_SVC,
+        &slots,
+        &mut mirror.lb4_services,
+        dump::lb4_key,
+    )?;
+    deletes(
+        io,
+        MAP_POLICY,
+        &d.policy.deletes,
+        &mut mirror.policy,
+        dump::policy_key,
+    )?;
+    deletes(
+        io,
+        MAP_ENDPOINTS,
+        &d.endpoints.deletes,
+        &mut mirror.endpoints,
+        dump::endpoint_key,
+    )?;
+    deletes(
+        io,
+        MAP_IPCACHE,
+        &d.ipcache.deletes,
+        &mut mirror.ipcache,
+        dump::ipcache_key,
+    )?;
+    deletes(
+        io,
+        MAP_LB4_RNAT,
+        &d.lb4_rev_nat.deletes,
+        &mut mirror.lb4_rev_nat,
+        |k| k.to_string(),
+    )?;
+    deletes(
+        io,
+        MAP_LB4_BE,
+        &d.lb4_backends.deletes,
+        &mut mirror.lb4_backends,
+        |k| k.to_string(),
+    )?;
     for a in &d.detach {
         io.detach(a).map_err(|e| attach_error("detach", a, e))?;
         mirror.attachments.remove(a);
@@ -88,30 +194,69 @@ fn write_delta(io: &mut dyn MapIo, mirror: &mut DesiredState, d: &StateDelta) ->
 
 fn attach_error(op: &'static str, a: &Attachment, source: io::Error) -> ApplyError {
     let (map, key) = match a {
-        Attachment::Endpoint { ifname, ifindex } => ("endpoint interface", format!("{ifname} (ifindex {ifindex})")),
-        Attachment::Uplink { ifname, ifindex } => ("uplink", format!("{ifname} (ifindex {ifindex})")),
+        Attachment::Endpoint { ifname, ifindex } => (
+            "endpoint interface",
+            format!("{ifname} (ifindex {ifindex})"),
+        ),
+        Attachment::Uplink { ifname, ifindex } => {
+            ("uplink", format!("{ifname} (ifindex {ifindex})"))
+        }
     };
     let hint = hint(&source);
-    ApplyError { op, map: map.to_string(), key, source, hint }
+    ApplyError {
+        op,
+        map: map.to_string(),
+        key,
+        source,
+        hint,
+    }
 }
 
-fn upserts<K: aya::Pod + Ord, V: aya::Pod>(io: &mut dyn MapIo, map: &str, entries: &[(K, V)], mirror: &mut BTreeMap<K, V>, name: impl Fn(&K) -> String) -> Result<(), ApplyError> {
+fn upserts<K: aya::Pod + Ord, V: aya::Pod>(
+    io: &mut dyn MapIo,
+    map: &str,
+    entries: &[(K, V)],
+    mirror: &mut BTreeMap<K, V>,
+    name: impl Fn(&K) -> String,
+) -> Result<(), ApplyError> {
     for (k, v) in entries {
-        io.update(map, as_bytes(k), as_bytes(v)).map_err(|source| ApplyError { op: "write", map: map.to_string(), key: name(k), hint: hint(&source), source })?;
+        io.update(map, as_bytes(k), as_bytes(v))
+            .map_err(|source| ApplyError {
+                op: "write",
+                map: map.to_string(),
+                key: name(k),
+                hint: hint(&source),
+                source,
+            })?;
         mirror.insert(*k, *v);
     }
     Ok(())
 }
 
-fn deletes<K: aya::Pod + Ord, V>(io: &mut dyn MapIo, map: &str, keys: &[K], mirror: &mut BTreeMap<K, V>, name: impl Fn(&K) -> String) -> Result<(), ApplyError> {
+fn deletes<K: aya::Pod + Ord, V>(
+    io: &mut dyn MapIo,
+    map: &str,
+    keys: &[K],
+    mirror: &mut BTreeMap<K, V>,
+    name: impl Fn(&K) -> String,
+) -> Result<(), ApplyError> {
     for k in keys {
-        io.delete(map, as_bytes(k)).map_err(|source| ApplyError { op: "delete", map: map.to_string(), key: name(k), hint: hint(&source), source })?;
+        io.delete(map, as_bytes(k)).map_err(|source| ApplyError {
+            op: "delete",
+            map: map.to_string(),
+            key: name(k),
+            hint: hint(&source),
+            source,
+        })?;
         mirror.remove(k);
     }
     Ok(())
 }
 
 /// Entries a map holds that the state does not know (for tests and adoption checks).
-pub fn unknown_entries<K: Ord + Clone, V: PartialEq + Clone>(state: &BTreeMap<K, V>, actual: &BTreeMap<K, V>) -> usize {
+pub fn unknown_entries<K: Ord + Clone, V: PartialEq + Clone>(
+    state: &BTreeMap<K, V>,
+    actual: &BTreeMap<K, V>,
+) -> usize {
     diff_map(state, actual).len()
 }

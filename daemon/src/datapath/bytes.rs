@@ -19,8 +19,13 @@ pub fn from_bytes<T: aya::Pod>(b: &[u8]) -> Option<T> {
 }
 
 /// Decodes a dumped map, skipping entries of the wrong size (a foreign layout).
-pub fn decode_map<K: aya::Pod + Ord, V: aya::Pod>(entries: Vec<(Vec<u8>, Vec<u8>)>) -> BTreeMap<K, V> {
-    entries.into_iter().filter_map(|(k, v)| Some((from_bytes(&k)?, from_bytes(&v)?))).collect()
+pub fn decode_map<K: aya::Pod + Ord, V: aya::Pod>(
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+) -> BTreeMap<K, V> {
+    entries
+        .into_iter()
+        .filter_map(|(k, v)| Some((from_bytes(&k)?, from_bytes(&v)?)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -30,7 +35,14 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let k = Lb4Key { address: 0x0a00_0001, dport: 80u16.to_be(), proto: 6, scope: 0, backend_slot: 3, pad: [0; 2] };
+        let k = Lb4Key {
+            address: 0x0a00_0001,
+            dport: 80u16.to_be(),
+            proto: 6,
+            scope: 0,
+            backend_slot: 3,
+            pad: [0; 2],
+        };
         assert_eq!(from_bytes::<Lb4Key>(as_bytes(&k)), Some(k));
         assert_eq!(from_bytes::<Lb4Key>(&[0u8; 3]), None);
     }

@@ -32,7 +32,10 @@ impl FakeMaps {
 impl MapIo for FakeMaps {
     fn update(&mut self, map: &str, key: &[u8], value: &[u8]) -> io::Result<()> {
         self.write()?;
-        self.maps.entry(map.to_string()).or_default().insert(key.to_vec(), value.to_vec());
+        self.maps
+            .entry(map.to_string())
+            .or_default()
+            .insert(key.to_vec(), value.to_vec());
         Ok(())
     }
 
@@ -45,7 +48,11 @@ impl MapIo for FakeMaps {
     }
 
     fn dump(&self, map: &str) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        Ok(self.maps.get(map).map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default())
+        Ok(self
+            .maps
+            .get(map)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default())
     }
 
     fn attach(&mut self, at: &Attachment) -> io::Result<()> {

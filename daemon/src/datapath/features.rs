@@ -9,11 +9,15 @@ use crate::api::KernelFeatures;
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 pub fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 fn version_at_least(release: &str, major: u32, minor: u32) -> bool {
-    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
     let (ma, mi) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     (ma, mi) >= (major, minor)
 }
@@ -30,7 +34,9 @@ pub fn is_bpffs(path: &Path) -> bool {
             None => return false,
         }
     }
-    let Ok(c) = CString::new(p.as_os_str().as_encoded_bytes()) else { return false };
+    let Ok(c) = CString::new(p.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
     // SAFETY: statfs writes into the zeroed struct we own; c is a valid C string.
     unsafe {
         let mut s: libc::statfs = std::mem::zeroed();
@@ -46,7 +52,10 @@ pub fn probe(bpf_root: &Path, cgroup: Option<&Path>) -> KernelFeatures {
     let bpffs = is_bpffs(bpf_root);
     let mut missing = Vec::new();
     if !btf {
-        missing.push("BTF (/sys/kernel/btf/vmlinux): boot a kernel built with CONFIG_DEBUG_INFO_BTF=y".into());
+        missing.push(
+            "BTF (/sys/kernel/btf/vmlinux): boot a kernel built with CONFIG_DEBUG_INFO_BTF=y"
+                .into(),
+        );
     }
     if !tcx {
         missing.push(format!("TCX links (kernel {release} < 6.6): tc programs cannot be pinned, so a daemon restart detaches them"));
@@ -57,7 +66,14 @@ pub fn probe(bpf_root: &Path, cgroup: Option<&Path>) -> KernelFeatures {
     if !bpffs {
         missing.push(format!("bpffs at {}: run `mount -t bpf bpf /sys/fs/bpf` (or pass --bpf-root on a bpf filesystem)", bpf_root.display()));
     }
-    KernelFeatures { release, btf, tcx, cgroup2, bpffs, missing }
+    KernelFeatures {
+        release,
+        btf,
+        tcx,
+        cgroup2,
+        bpffs,
+        missing,
+    }
 }
 
 /// ifindex of an interface in this network namespace.
@@ -79,7 +95,9 @@ pub fn interfaces() -> std::collections::BTreeMap<String, u32> {
         }
         let mut p = list;
         while (*p).if_index != 0 && !(*p).if_name.is_null() {
-            let name = std::ffi::CStr::from_ptr((*p).if_name).to_string_lossy().into_owned();
+            let name = std::ffi::CStr::from_ptr((*p).if_name)
+                .to_string_lossy()
+                .into_owned();
             out.insert(name, (*p).if_index);
             p = p.add(1);
         }

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use aya::maps::MapData;
 use aya::programs::links::{FdLink, LinkOrder, PinnedLink};
-use aya::programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType};
 use aya::programs::tc::TcAttachOptions;
+use aya::programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 use kldnet_bpf::abi::*;
 use kldnet_bpf::*;
@@ -43,34 +43,59 @@ pub struct KernelDatapath {
 
 impl std::fmt::Debug for KernelDatapath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KernelDatapath").field("pin_dir", &self.pin_dir).finish_non_exhaustive()
+        f.debug_struct("KernelDatapath")
+            .field("pin_dir", &self.pin_dir)
+            .finish_non_exhaustive()
     }
 }
 
 /// Maps the daemon reads and writes as a whole (the rest belong to the BPF side).
-const STATE_MAPS: &[&str] = &[MAP_LB4_SVC, MAP_LB4_BE, MAP_LB4_RNAT, MAP_IPCACHE, MAP_ENDPOINTS, MAP_POLICY, MAP_CT4, MAP_SOCK_RNAT];
+const STATE_MAPS: &[&str] = &[
+    MAP_LB4_SVC,
+    MAP_LB4_BE,
+    MAP_LB4_RNAT,
+    MAP_IPCACHE,
+    MAP_ENDPOINTS,
+    MAP_POLICY,
+    MAP_CT4,
+    MAP_SOCK_RNAT,
+];
 
 fn load(pin_dir: &Path, name: &str, bytes: &[u8]) -> Result<Ebpf> {
     EbpfLoader::new()
         .default_map_pin_directory(pin_dir)
         .load(bytes)
-        .with_context(|| format!("load BPF object {name} (maps pinned in {})", pin_dir.display()))
+        .with_context(|| {
+            format!(
+                "load BPF object {name} (maps pinned in {})",
+                pin_dir.display()
+            )
+        })
 }
 
 impl KernelDatapath {
     /// Loads the objects (adopting pinned maps) and verifies every program.
     pub fn open(pin_dir: &Path, socket_lb: bool) -> Result<KernelDatapath> {
-        fs::create_dir_all(pin_dir.join("links")).with_context(|| format!("create pin dir {}", pin_dir.display()))?;
+        fs::create_dir_all(pin_dir.join("links"))
+            .with_context(|| format!("create pin dir {}", pin_dir.display()))?;
         let mut tc = load(pin_dir, OBJ_DATAPATH, datapath_object())?;
         for name in TC_PROGRAMS {
-            let prog: &mut SchedClassifier = tc.program_mut(name).with_context(|| format!("program {name} missing"))?.try_into()?;
-            prog.load().with_context(|| format!("verify program {name}"))?;
+            let prog: &mut SchedClassifier = tc
+                .program_mut(name)
+                .with_context(|| format!("program {name} missing"))?
+                .try_into()?;
+            prog.load()
+                .with_context(|| format!("verify program {name}"))?;
         }
         let sock = if socket_lb {
             let mut sock = load(pin_dir, OBJ_SOCK, sock_object())?;
             for name in SOCK_PROGRAMS {
-                let prog: &mut CgroupSockAddr = sock.program_mut(name).with_context(|| format!("program {name} missing"))?.try_into()?;
-                prog.load().with_context(|| format!("verify program {name}"))?;
+                let prog: &mut CgroupSockAddr = sock
+                    .program_mut(name)
+                    .with_context(|| format!("program {name} missing"))?
+                    .try_into()?;
+                prog.load()
+                    .with_context(|| format!("verify program {name}"))?;
             }
             Some(sock)
         } else {
@@ -79,15 +104,31 @@ impl KernelDatapath {
         let mut maps = BTreeMap::new();
         for name in STATE_MAPS {
             let path = pin_dir.join(name);
-            let data = MapData::from_pin(&path).with_context(|| format!("open pinned map {}", path.display()))?;
+            let data = MapData::from_pin(&path)
+                .with_context(|| format!("open pinned map {}", path.display()))?;
             let info = data.info().with_context(|| format!("inspect map {name}"))?;
-            maps.insert(*name, PinnedMap { key_size: info.key_size() as usize, value_size: info.value_size() as usize, capacity: info.max_entries(), data });
+            maps.insert(
+                *name,
+                PinnedMap {
+                    key_size: info.key_size() as usize,
+                    value_size: info.value_size() as usize,
+                    capacity: info.max_entries(),
+                    data,
+                },
+            );
         }
-        Ok(KernelDatapath { pin_dir: pin_dir.to_path_buf(), tc, sock, maps })
+        Ok(KernelDatapath {
+            pin_dir: pin_dir.to_path_buf(),
+            tc,
+            sock,
+            maps,
+        })
     }
 
     fn map(&self, name: &str) -> io::Result<&PinnedMap> {
-        self.maps.get(name).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("map {name} not loaded")))
+        self.maps.get(name).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("map {name} not loaded"))
+        })
     }
 
     fn link_path(&self, id: &str) -> PathBuf {
@@ -99,7 +140,8 @@ impl KernelDatapath {
         self.maps
             .iter()
             .map(|(name, m)| {
-                let n = sys::dump(m.data.fd().as_fd(), m.key_size, m.value_size).map_or(0, |v| v.len());
+                let n =
+                    sys::dump(m.data.fd().as_fd(), m.key_size, m.value_size).map_or(0, |v| v.len());
                 (name.to_string(), n as u64, u64::from(m.capacity))
             })
             .collect()
@@ -107,12 +149,23 @@ impl KernelDatapath {
 
     /// Attaches the socket-LB programs to `cgroup` (pinned links `sock-<prog>`).
     pub fn attach_cgroup(&mut self, cgroup: &Path) -> Result<()> {
-        let Some(sock) = self.sock.as_mut() else { bail!("socket LB is off") };
-        let file = fs::File::open(cgroup).with_context(|| format!("open cgroup {}", cgroup.display()))?;
+        let Some(sock) = self.sock.as_mut() else {
+            bail!("socket LB is off")
+        };
+        let file =
+            fs::File::open(cgroup).with_context(|| format!("open cgroup {}", cgroup.display()))?;
         for name in SOCK_PROGRAMS {
-            let prog: &mut CgroupSockAddr = sock.program_mut(name).expect("loaded above").try_into()?;
-            let id = prog.attach(&file, CgroupAttachMode::AllowMultiple).with_context(|| format!("attach {name} to cgroup {}", cgroup.display()))?;
-            let link: FdLink = prog.take_link(id)?.try_into().context("cgroup link as fd link")?;
+            let prog: &mut CgroupSockAddr =
+                sock.program_mut(name).expect("loaded above").try_into()?;
+            // bpf_link attachments to a cgroup always stack; `Single` means "no legacy
+            // flags" (BPF_F_ALLOW_MULTI makes link_create fail with EINVAL).
+            let id = prog
+                .attach(&file, CgroupAttachMode::Single)
+                .with_context(|| format!("attach {name} to cgroup {}", cgroup.display()))?;
+            let link: FdLink = prog
+                .take_link(id)?
+                .try_into()
+                .context("cgroup link as fd link")?;
             let path = self.pin_dir.join("links").join(format!("sock-{name}"));
             replace_pin(link, &path)?;
         }
@@ -122,7 +175,11 @@ impl KernelDatapath {
     /// Names of pinned links, for status.
     pub fn link_names(&self) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(self.pin_dir.join("links"))
-            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort();
         v
@@ -131,7 +188,8 @@ impl KernelDatapath {
     /// Re-attaches every pinned tc link with this binary's programs (after a restart).
     pub fn refresh_tc_links(&mut self) -> Result<()> {
         for at in self.attachments()? {
-            self.attach(&at).with_context(|| format!("re-attach {at:?}"))?;
+            self.attach(&at)
+                .with_context(|| format!("re-attach {at:?}"))?;
         }
         Ok(())
     }
@@ -139,22 +197,50 @@ impl KernelDatapath {
 
 /// Pins `link` at `path`, atomically replacing (and so releasing) a link pinned there.
 fn replace_pin(link: FdLink, path: &Path) -> Result<()> {
-    let tmp = path.with_extension("new");
+    // bpffs refuses names with '.', so no "x.new".
+    let tmp = path.with_file_name(format!(
+        "{}_new",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
     let _ = fs::remove_file(&tmp);
-    let pinned: PinnedLink = link.pin(&tmp).with_context(|| format!("pin link {}", tmp.display()))?;
+    let pinned: PinnedLink = link
+        .pin(&tmp)
+        .with_context(|| format!("pin link {}", tmp.display()))?;
     fs::rename(&tmp, path).with_context(|| format!("move pinned link to {}", path.display()))?;
     // The pin now holds the link; our fd may go.
     drop(FdLink::from(pinned));
     Ok(())
 }
 
+/// Pin names for an interface: bpffs refuses '.', which VLAN names (eth0.100) contain.
+fn pin_name(ifname: &str) -> String {
+    ifname.replace('.', "%")
+}
+
 fn tc_link_ids(at: &Attachment) -> Vec<(String, &'static str, TcAttachType, String)> {
     match at {
         Attachment::Endpoint { ifname, .. } => vec![
-            (format!("ep-{ifname}-ingress"), PROG_FROM_EP, TcAttachType::Ingress, ifname.clone()),
-            (format!("ep-{ifname}-egress"), PROG_TO_EP, TcAttachType::Egress, ifname.clone()),
+            (
+                format!("ep-{}-ingress", pin_name(ifname)),
+                PROG_FROM_EP,
+                TcAttachType::Ingress,
+                ifname.clone(),
+            ),
+            (
+                format!("ep-{}-egress", pin_name(ifname)),
+                PROG_TO_EP,
+                TcAttachType::Egress,
+                ifname.clone(),
+            ),
         ],
-        Attachment::Uplink { ifname, .. } => vec![(format!("up-{ifname}-ingress"), PROG_FROM_NETDEV, TcAttachType::Ingress, ifname.clone())],
+        Attachment::Uplink { ifname, .. } => vec![(
+            format!("up-{}-ingress", pin_name(ifname)),
+            PROG_FROM_NETDEV,
+            TcAttachType::Ingress,
+            ifname.clone(),
+        )],
     }
 }
 
@@ -181,13 +267,30 @@ impl MapIo for KernelDatapath {
     fn attach(&mut self, at: &Attachment) -> io::Result<()> {
         for (id, prog_name, attach_type, ifname) in tc_link_ids(at) {
             let path = self.link_path(&id);
-            let prog: &mut SchedClassifier = self.tc.program_mut(prog_name).ok_or_else(|| to_io(format!("program {prog_name} missing")))?.try_into().map_err(to_io)?;
+            let prog: &mut SchedClassifier = self
+                .tc
+                .program_mut(prog_name)
+                .ok_or_else(|| to_io(format!("program {prog_name} missing")))?
+                .try_into()
+                .map_err(to_io)?;
             // TCX (kernel ≥ 6.6): a link we can pin; first in the chain so it sees packets
             // before anything else attached to the interface.
             let link_id = prog
-                .attach_with_options(&ifname, attach_type, TcAttachOptions::TcxOrder(LinkOrder::first()))
-                .map_err(|e| io::Error::other(format!("attach {prog_name} to {ifname} ({attach_type:?}): {e}")))?;
-            let link: FdLink = prog.take_link(link_id).map_err(to_io)?.try_into().map_err(to_io)?;
+                .attach_with_options(
+                    &ifname,
+                    attach_type,
+                    TcAttachOptions::TcxOrder(LinkOrder::first()),
+                )
+                .map_err(|e| {
+                    io::Error::other(format!(
+                        "attach {prog_name} to {ifname} ({attach_type:?}): {e}"
+                    ))
+                })?;
+            let link: FdLink = prog
+                .take_link(link_id)
+                .map_err(to_io)?
+                .try_into()
+                .map_err(to_io)?;
             replace_pin(link, &path).map_err(to_io)?;
         }
         Ok(())
@@ -224,11 +327,21 @@ impl MapIo for KernelDatapath {
                 Some(x) => x,
                 None => continue,
             };
-            let Some(ifname) = rest.strip_suffix("-ingress") else { continue };
+            let Some(pinned) = rest.strip_suffix("-ingress") else {
+                continue;
+            };
+            let ifname = pinned.replace('%', ".");
+            let ifname = ifname.as_str();
             let ifindex = super::features::ifindex(ifname).unwrap_or(0);
             match kind {
-                "ep" => out.push(Attachment::Endpoint { ifname: ifname.to_string(), ifindex }),
-                "up" => out.push(Attachment::Uplink { ifname: ifname.to_string(), ifindex }),
+                "ep" => out.push(Attachment::Endpoint {
+                    ifname: ifname.to_string(),
+                    ifindex,
+                }),
+                "up" => out.push(Attachment::Uplink {
+                    ifname: ifname.to_string(),
+                    ifindex,
+                }),
                 _ => {}
             }
         }

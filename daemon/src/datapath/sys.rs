@@ -24,18 +24,38 @@ struct ElemAttr {
 fn bpf(cmd: libc::c_long, attr: &mut ElemAttr) -> io::Result<()> {
     // SAFETY: attr is a valid, initialised bpf_attr prefix for the element commands and
     // outlives the call; the kernel reads at most size_of::<ElemAttr>() bytes.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut ElemAttr, size_of::<ElemAttr>() as u32) };
-    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut ElemAttr,
+            size_of::<ElemAttr>() as u32,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 pub fn update(fd: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<()> {
-    let mut attr = ElemAttr { map_fd: fd.as_raw_fd() as u32, key: key.as_ptr() as u64, value_or_next_key: value.as_ptr() as u64, ..ElemAttr::default() };
+    let mut attr = ElemAttr {
+        map_fd: fd.as_raw_fd() as u32,
+        key: key.as_ptr() as u64,
+        value_or_next_key: value.as_ptr() as u64,
+        ..ElemAttr::default()
+    };
     bpf(BPF_MAP_UPDATE_ELEM, &mut attr)
 }
 
 /// Deletes a key; a key that is already gone is not an error.
 pub fn delete(fd: BorrowedFd<'_>, key: &[u8]) -> io::Result<()> {
-    let mut attr = ElemAttr { map_fd: fd.as_raw_fd() as u32, key: key.as_ptr() as u64, ..ElemAttr::default() };
+    let mut attr = ElemAttr {
+        map_fd: fd.as_raw_fd() as u32,
+        key: key.as_ptr() as u64,
+        ..ElemAttr::default()
+    };
     match bpf(BPF_MAP_DELETE_ELEM, &mut attr) {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
         r => r,
@@ -43,7 +63,12 @@ pub fn delete(fd: BorrowedFd<'_>, key: &[u8]) -> io::Result<()> {
 }
 
 pub fn lookup(fd: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Result<bool> {
-    let mut attr = ElemAttr { map_fd: fd.as_raw_fd() as u32, key: key.as_ptr() as u64, value_or_next_key: value.as_mut_ptr() as u64, ..ElemAttr::default() };
+    let mut attr = ElemAttr {
+        map_fd: fd.as_raw_fd() as u32,
+        key: key.as_ptr() as u64,
+        value_or_next_key: value.as_mut_ptr() as u64,
+        ..ElemAttr::default()
+    };
     match bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
         Ok(()) => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
@@ -52,7 +77,11 @@ pub fn lookup(fd: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Result<bo
 }
 
 /// Every entry of a (non-per-CPU) map. Entries deleted while iterating are skipped.
-pub fn dump(fd: BorrowedFd<'_>, key_size: usize, value_size: usize) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+pub fn dump(
+    fd: BorrowedFd<'_>,
+    key_size: usize,
+    value_size: usize,
+) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut out = Vec::new();
     let mut key: Option<Vec<u8>> = None;
     loop {
