@@ -11,7 +11,8 @@ use crate::compile::Attachment;
 pub struct FakeMaps {
     pub maps: BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>,
     pub attached: BTreeSet<Attachment>,
-    /// Fail the write after this many more successful writes (simulates a full map).
+    /// Fail one write after this many more successful ones (simulates a full map);
+    /// later writes (the rollback) succeed again.
     pub fail_after_writes: Option<usize>,
     pub writes: usize,
 }
@@ -20,6 +21,7 @@ impl FakeMaps {
     fn write(&mut self) -> io::Result<()> {
         if let Some(n) = self.fail_after_writes {
             if n == 0 {
+                self.fail_after_writes = None;
                 return Err(io::Error::from_raw_os_error(libc::E2BIG));
             }
             self.fail_after_writes = Some(n - 1);
