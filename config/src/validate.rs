@@ -50,23 +50,24 @@ impl Checker<'_> {
         }
     }
 
-    /// Reports the second and later occurrences of a key, naming the first.
+    /// Reports the second and later occurrences of a key, naming the place of the first
+    /// (its field, so a duplicate inside one object points at the first occurrence).
     fn unique<'k>(
         &mut self,
-        seen: &mut HashMap<String, &'k Meta>,
+        seen: &mut HashMap<String, (&'k Meta, String)>,
         what: String,
         meta: &'k Meta,
         path: &str,
     ) {
-        if let Some(first) = seen.get(&what) {
-            let first_at = self.spec.locate(first);
+        if let Some((first, first_path)) = seen.get(&what) {
+            let first_at = self.spec.locate_field(first, first_path);
             self.error(
                 meta,
                 path,
                 format!("duplicate {what}; first defined at {first_at}"),
             );
         } else {
-            seen.insert(what, meta);
+            seen.insert(what, (meta, path.to_string()));
         }
     }
 }
@@ -302,6 +303,7 @@ fn services(c: &mut Checker) {
                 .help = Some("add ports = [{ port = 80, target_port = 8080 }]".into());
         }
         let mut names = HashMap::new();
+        let mut port_numbers = HashMap::new();
         for (i, p) in svc.ports.iter().enumerate() {
             let at = format!("ports[{i}]");
             match &p.name {
@@ -323,6 +325,14 @@ fn services(c: &mut Checker) {
             if p.port == 0 {
                 c.error(&svc.meta, &format!("{at}.port"), "port 0 is not a port");
             }
+            // The VIP overlap check below skips the service's own ports, so a port listed
+            // twice in one service is caught here.
+            c.unique(
+                &mut port_numbers,
+                format!("port {}/{} in service {id}", p.port, p.protocol),
+                &svc.meta,
+                &format!("{at}.port"),
+            );
             if matches!(p.protocol, Protocol::Icmp | Protocol::Any) {
                 c.error(
                     &svc.meta,
@@ -675,8 +685,8 @@ fn peers(c: &mut Checker) {
         );
         for (i, cidr) in p.endpoint_cidrs.iter().enumerate() {
             let path = format!("endpoint_cidrs[{i}]");
-            if let Some((other, m, _)) = cidrs.iter().find(|(o, _, _)| o.overlaps(cidr)) {
-                let at = spec.locate(m);
+            if let Some((other, m, first)) = cidrs.iter().find(|(o, _, _)| o.overlaps(cidr)) {
+                let at = spec.locate_field(m, first);
                 c.error(
                     &p.meta,
                     &path,
@@ -713,7 +723,7 @@ fn is_wireguard_key(k: &str) -> bool {
 fn pools_routes_bgp(c: &mut Checker) {
     let spec = c.spec;
     let mut keys = HashMap::new();
-    let mut pool_cidrs: Vec<(Cidr, &Meta)> = Vec::new();
+    let mut pool_cidrs: Vec<(Cidr, &Meta, String)> = Vec::new();
     for pool in &spec.lb_pools {
         c.name("lb_pool", &pool.meta, &pool.name, None);
         c.unique(
@@ -723,15 +733,16 @@ fn pools_routes_bgp(c: &mut Checker) {
             "name",
         );
         for (i, cidr) in pool.cidrs.iter().enumerate() {
-            if let Some((other, m)) = pool_cidrs.iter().find(|(o, _)| o.overlaps(cidr)) {
-                let at = spec.locate(m);
+            let path = format!("cidrs[{i}]");
+            if let Some((other, m, p)) = pool_cidrs.iter().find(|(o, _, _)| o.overlaps(cidr)) {
+                let at = spec.locate_field(m, p);
                 c.error(
                     &pool.meta,
-                    &format!("cidrs[{i}]"),
+                    &path,
                     format!("pool CIDR {cidr} overlaps {other} of the pool at {at}"),
                 );
             }
-            pool_cidrs.push((*cidr, &pool.meta));
+            pool_cidrs.push((*cidr, &pool.meta, path));
         }
     }
     let services: BTreeMap<(&str, &str), &Service> = spec
