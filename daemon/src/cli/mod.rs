@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //! The `kldnet` command line: offline commands (`check`) and clients of the daemon.
 
+mod bench;
 mod check;
 mod demo;
 mod show;
@@ -75,12 +76,21 @@ pub enum Command {
     Bpf(BpfCommand),
     /// Run an isolated sandbox with the example configuration, real traffic and status.
     Demo(demo::DemoArgs),
+    /// Benchmarks (see docs/benchmarks.md).
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Traffic probe used by tests and the demo (serve / connect).
     #[command(hide = true)]
     Probe {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Parse, validate, compile and apply a large generated configuration.
+    Reload(bench::ReloadBenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,6 +130,7 @@ pub fn run(cli: Cli) -> i32 {
             show::map_dump(&socket, "endpoints", o.output)
         }
         Command::Demo(args) => demo::run(args),
+        Command::Bench(BenchCommand::Reload(args)) => bench::run(args),
         Command::Probe { args } => kldnet_testkit::probe_cli::cli_main(&args),
     }
 }
