@@ -6,7 +6,7 @@
 //! commands and the kube-adapter.
 
 pub mod diag;
-mod load;
+pub mod load;
 pub mod schema;
 pub mod selector;
 pub mod source;
@@ -17,6 +17,7 @@ pub mod validate;
 use std::path::PathBuf;
 
 pub use diag::{Diagnostic, Diagnostics, Location, Severity};
+pub use load::{ParsedFile, parse_file};
 pub use source::SourceFile;
 pub use spec::{Located, Meta, Spec};
 
@@ -26,8 +27,32 @@ pub const DEFAULT_CONFIG_DIRS: &[&str] = &["/etc/kldnet", "/run/kldnet"];
 /// Reads, parses and validates the config dirs. The spec is usable when
 /// `!diagnostics.has_errors()`.
 pub fn load_dirs(dirs: &[PathBuf]) -> (Spec, Diagnostics) {
+    load_dirs_cached(dirs, &mut ParseCache::default())
+}
+
+/// Parse results of files whose text has not changed since the last load, so a reload
+/// after editing one file re-parses only that file.
+#[derive(Debug, Default)]
+pub struct ParseCache {
+    files: std::collections::HashMap<PathBuf, std::sync::Arc<ParsedFile>>,
+}
+
+/// [`load_dirs`] reusing (and refreshing) `cache`.
+pub fn load_dirs_cached(dirs: &[PathBuf], cache: &mut ParseCache) -> (Spec, Diagnostics) {
     let (files, mut diags) = source::read_config_dirs(dirs);
-    let spec = parse(files, &mut diags);
+    let mut parsed = Vec::with_capacity(files.len());
+    let mut fresh = std::collections::HashMap::new();
+    for file in files {
+        let p = match cache.files.remove(&file.path) {
+            Some(hit) if hit.file.text == file.text => hit,
+            _ => std::sync::Arc::new(parse_file(file)),
+        };
+        fresh.insert(p.file.path.clone(), std::sync::Arc::clone(&p));
+        parsed.push(p);
+    }
+    cache.files = fresh;
+    let spec = load::merge(&parsed, &mut diags);
+    validate::validate(&spec, &mut diags);
     let mut diags = Diagnostics(diags);
     diags.sort();
     (spec, diags)
@@ -36,14 +61,13 @@ pub fn load_dirs(dirs: &[PathBuf]) -> (Spec, Diagnostics) {
 /// Parses and validates in-memory files (tests, the kube-adapter).
 pub fn load_files(files: Vec<SourceFile>) -> (Spec, Diagnostics) {
     let mut diags = Vec::new();
-    let spec = parse(files, &mut diags);
+    let parsed: Vec<std::sync::Arc<ParsedFile>> = files
+        .into_iter()
+        .map(|f| std::sync::Arc::new(parse_file(f)))
+        .collect();
+    let spec = load::merge(&parsed, &mut diags);
+    validate::validate(&spec, &mut diags);
     let mut diags = Diagnostics(diags);
     diags.sort();
     (spec, diags)
-}
-
-fn parse(files: Vec<SourceFile>, diags: &mut Vec<Diagnostic>) -> Spec {
-    let spec = load::parse_files(files, diags);
-    validate::validate(&spec, diags);
-    spec
 }

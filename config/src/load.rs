@@ -26,18 +26,99 @@ const ARRAY_SECTIONS: &[&str] = &[
     "route",
 ];
 
-/// Parses every file into one `Spec`; syntax and schema problems go to `diags`.
-pub fn parse_files(files: Vec<SourceFile>, diags: &mut Vec<Diagnostic>) -> Spec {
+/// One file parsed on its own: its objects (with `meta.file == 0`) and diagnostics.
+#[derive(Clone, Debug)]
+pub struct ParsedFile {
+    pub file: SourceFile,
+    spec: Spec,
+    diags: Vec<Diagnostic>,
+}
+
+/// Parses one file. Pure: the result depends only on the file's path and text, so it can
+/// be cached across reloads while the text is unchanged.
+pub fn parse_file(file: SourceFile) -> ParsedFile {
     let mut spec = Spec::default();
-    for index in 0..files.len() {
-        parse_file(&mut spec, &files, index, diags);
+    let mut diags = Vec::new();
+    parse_into(&mut spec, &file, &mut diags);
+    ParsedFile { file, spec, diags }
+}
+
+/// Combines parsed files (in precedence order) into one `Spec`; a single-table section
+/// (`[node]`, …) in two files is reported with both places.
+pub fn merge(parsed: &[std::sync::Arc<ParsedFile>], diags: &mut Vec<Diagnostic>) -> Spec {
+    let mut spec = Spec::default();
+    for (index, p) in parsed.iter().enumerate() {
+        diags.extend(p.diags.iter().cloned());
+        let f = &p.spec;
+        let files: Vec<&SourceFile> = parsed.iter().map(|p| &p.file).collect();
+        single(&mut spec.node, &f.node, index, "node", &files, diags);
+        single(
+            &mut spec.encryption,
+            &f.encryption,
+            index,
+            "encryption",
+            &files,
+            diags,
+        );
+        single(
+            &mut spec.bandwidth,
+            &f.bandwidth,
+            index,
+            "bandwidth",
+            &files,
+            diags,
+        );
+        single(&mut spec.flows, &f.flows, index, "flows", &files, diags);
+        single(&mut spec.bgp, &f.bgp, index, "bgp", &files, diags);
+        many(&mut spec.endpoints, &f.endpoints, index);
+        many(&mut spec.namespaces, &f.namespaces, index);
+        many(&mut spec.identities, &f.identities, index);
+        many(&mut spec.services, &f.services, index);
+        many(&mut spec.policies, &f.policies, index);
+        many(&mut spec.peers, &f.peers, index);
+        many(&mut spec.lb_pools, &f.lb_pools, index);
+        many(&mut spec.routes, &f.routes, index);
     }
-    spec.files = files;
+    spec.files = parsed.iter().map(|p| p.file.clone()).collect();
     spec
 }
 
-fn parse_file(spec: &mut Spec, files: &[SourceFile], index: usize, diags: &mut Vec<Diagnostic>) {
-    let file = &files[index];
+fn relocated<T: Clone>(obj: &Located<T>, index: usize) -> Located<T> {
+    let mut o = obj.clone();
+    o.meta.file = index;
+    o
+}
+
+fn many<T: Clone>(out: &mut Vec<Located<T>>, objs: &[Located<T>], index: usize) {
+    out.extend(objs.iter().map(|o| relocated(o, index)));
+}
+
+fn single<T: Clone>(
+    slot: &mut Option<Located<T>>,
+    obj: &Option<Located<T>>,
+    index: usize,
+    section: &str,
+    files: &[&SourceFile],
+    diags: &mut Vec<Diagnostic>,
+) {
+    let Some(obj) = obj else { return };
+    if let Some(first) = slot {
+        let first_at = files[first.meta.file].location(first.meta.span.start);
+        diags.push(
+            Diagnostic::error(
+                Some(files[index].location(obj.meta.span.start)),
+                format!("duplicate `[{section}]` section; first defined at {first_at}"),
+            )
+            .with_help(format!(
+                "`[{section}]` may appear once across all config files; merge the two"
+            )),
+        );
+        return;
+    }
+    *slot = Some(relocated(obj, index));
+}
+
+fn parse_into(spec: &mut Spec, file: &SourceFile, diags: &mut Vec<Diagnostic>) {
     let root = match DeTable::parse(&file.text) {
         Ok(root) => root,
         Err(e) => {
@@ -54,12 +135,7 @@ fn parse_file(spec: &mut Spec, files: &[SourceFile], index: usize, diags: &mut V
     for (key, value) in entries {
         let section = key.get_ref().as_ref();
         let at = file.location(key.span().start);
-        let ctx = Ctx {
-            files,
-            index,
-            file,
-            diags,
-        };
+        let ctx = Ctx { file, diags };
         match section {
             "node" => ctx.table(section, value, &mut spec.node),
             "encryption" => ctx.table(section, value, &mut spec.encryption),
@@ -92,8 +168,6 @@ fn parse_file(spec: &mut Spec, files: &[SourceFile], index: usize, diags: &mut V
 }
 
 struct Ctx<'a> {
-    files: &'a [SourceFile],
-    index: usize,
     file: &'a SourceFile,
     diags: &'a mut Vec<Diagnostic>,
 }
@@ -114,21 +188,7 @@ impl Ctx<'_> {
             );
             return;
         }
-        if let Some(obj) = self.object(section, value) {
-            // A second `[node]` in another file: `(kind, name)` keys must be unique.
-            if let Some(first) = slot {
-                let first_at = self.files[first.meta.file].location(first.meta.span.start);
-                self.diags.push(
-                    Diagnostic::error(
-                        Some(self.file.location(obj.meta.span.start)),
-                        format!("duplicate `[{section}]` section; first defined at {first_at}"),
-                    )
-                    .with_help(format!(
-                        "`[{section}]` may appear once across all config files; merge the two"
-                    )),
-                );
-                return;
-            }
+        if let Some(obj) = self.object(section.to_string(), value) {
             *slot = Some(obj);
         }
     }
@@ -153,40 +213,33 @@ impl Ctx<'_> {
                 return;
             }
         };
-        let Ctx {
-            files,
-            index,
-            file,
-            diags,
-        } = self;
-        for item in items {
+        let Ctx { file, diags } = self;
+        for (i, item) in items.into_iter().enumerate() {
             let mut ctx = Ctx {
-                files,
-                index,
                 file,
                 diags: &mut *diags,
             };
-            if let Some(obj) = ctx.object(section, item) {
+            if let Some(obj) = ctx.object(format!("{section}[{i}]"), item) {
                 out.push(obj);
             }
         }
     }
 
+    /// `path` is where the object stands in its file: `node`, `service[3]`.
     fn object<T: DeserializeOwned>(
         &mut self,
-        section: &str,
+        path: String,
         value: Spanned<DeValue<'_>>,
     ) -> Option<Located<T>> {
         let span = value.span();
-        let mut fields = Vec::new();
-        collect_spans(String::new(), &value, &mut fields);
+        let section = path.split('[').next().unwrap_or_default().to_string();
         match T::deserialize(ValueDeserializer::from(value)) {
             Ok(v) => Some(Located {
                 value: v,
                 meta: Meta {
-                    file: self.index,
+                    file: 0,
                     span,
-                    fields,
+                    path: path.into_boxed_str(),
                 },
             }),
             Err(e) => {
@@ -222,7 +275,7 @@ fn unknown_field_help(message: &str) -> Option<String> {
     }
 }
 
-fn collect_spans(
+pub(crate) fn collect_spans(
     path: String,
     value: &Spanned<DeValue<'_>>,
     out: &mut Vec<(Box<str>, Range<usize>)>,

@@ -17,6 +17,8 @@ pub struct SourceFile {
     pub path: PathBuf,
     pub text: String,
     line_starts: Vec<usize>,
+    /// Span of every value by path (`service[3].addresses[0]`), built on first use.
+    field_spans: std::sync::OnceLock<std::collections::HashMap<String, std::ops::Range<usize>>>,
 }
 
 impl SourceFile {
@@ -29,7 +31,26 @@ impl SourceFile {
             path: path.into(),
             text,
             line_starts,
+            field_spans: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The span of the value at `path` (`service[3].ports[0].name`), if the file parses.
+    pub fn field_span(&self, path: &str) -> Option<std::ops::Range<usize>> {
+        self.field_spans
+            .get_or_init(|| {
+                let mut out = Vec::new();
+                if let Ok(root) = toml::de::DeTable::parse(&self.text) {
+                    let root = toml::Spanned::new(
+                        root.span(),
+                        toml::de::DeValue::Table(root.into_inner()),
+                    );
+                    crate::load::collect_spans(String::new(), &root, &mut out);
+                }
+                out.into_iter().map(|(p, s)| (p.into_string(), s)).collect()
+            })
+            .get(path)
+            .cloned()
     }
 
     /// The 1-based line and column (in characters) of a byte offset.

@@ -7,13 +7,14 @@ use crate::diag::Location;
 use crate::schema::*;
 use crate::source::SourceFile;
 
-/// Where an object came from: its file, its span, and the spans of its fields by path
-/// (`"addresses[0]"`, `"ports[1].target_port"`), so later checks can point at a value.
+/// Where an object came from: its file (index into `Spec::files`), its span, and its
+/// path in the file (`node`, `service[3]`), so later checks can point at one of its
+/// values: field spans are looked up lazily, only when a diagnostic needs one.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Meta {
     pub file: usize,
     pub span: Range<usize>,
-    pub fields: Vec<(Box<str>, Range<usize>)>,
+    pub path: Box<str>,
 }
 
 /// An object of the configuration and where it was written.
@@ -55,12 +56,12 @@ impl Spec {
         self.files[meta.file].location(meta.span.start)
     }
 
-    /// The place of one of an object's fields, falling back to the object.
+    /// The place of one of an object's fields (`"addresses[0]"`, `"ports[1].name"`),
+    /// falling back to the object.
     pub fn locate_field(&self, meta: &Meta, path: &str) -> Location {
-        meta.fields.iter().find(|(p, _)| &**p == path).map_or_else(
-            || self.locate(meta),
-            |(_, span)| self.files[meta.file].location(span.start),
-        )
+        let file = &self.files[meta.file];
+        file.field_span(&format!("{}.{path}", meta.path))
+            .map_or_else(|| self.locate(meta), |span| file.location(span.start))
     }
 
     /// The node settings, defaults where `[node]` is absent.

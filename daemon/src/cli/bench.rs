@@ -66,9 +66,20 @@ pub fn generate(dir: &Path, a: &ReloadBenchArgs) -> Result<()> {
     for s in 0..a.services {
         let vip = format!("10.{}.{}.{}", 96 + s / 65536, (s / 256) % 256, s % 256);
         let backends: Vec<String> = (0..a.backends)
-            .map(|b| format!("{{ address = \"{}\", port = {} }}", ep_addr((s * 7 + b) % a.endpoints.max(1)), 8080 + (s % 16)))
+            .map(|b| {
+                format!(
+                    "{{ address = \"{}\", port = {} }}",
+                    ep_addr((s * 7 + b) % a.endpoints.max(1)),
+                    8080 + (s % 16)
+                )
+            })
             .collect();
-        let _ = writeln!(svcs, "[[service]]\nname = \"svc-{s}\"\nnamespace = \"ns-{}\"\naddresses = [\"{vip}\"]\nports = [{{ port = 80 }}]\nbackends = [{}]\n", s % 20, backends.join(", "));
+        let _ = writeln!(
+            svcs,
+            "[[service]]\nname = \"svc-{s}\"\nnamespace = \"ns-{}\"\naddresses = [\"{vip}\"]\nports = [{{ port = 80 }}]\nbackends = [{}]\n",
+            s % 20,
+            backends.join(", ")
+        );
     }
     std::fs::write(dir.join("services.toml"), svcs)?;
     let mut pols = String::new();
@@ -88,8 +99,13 @@ pub fn generate(dir: &Path, a: &ReloadBenchArgs) -> Result<()> {
 }
 
 fn write_extra(dir: &Path, backends: u32) -> Result<()> {
-    let list: Vec<String> = (0..backends).map(|b| format!("{{ address = \"{}\", port = 9000 }}", ep_addr(b))).collect();
-    let text = format!("[[service]]\nname = \"extra\"\naddresses = [\"10.95.0.1\"]\nports = [{{ port = 80 }}]\nbackends = [{}]\n", list.join(", "));
+    let list: Vec<String> = (0..backends)
+        .map(|b| format!("{{ address = \"{}\", port = 9000 }}", ep_addr(b)))
+        .collect();
+    let text = format!(
+        "[[service]]\nname = \"extra\"\naddresses = [\"10.95.0.1\"]\nports = [{{ port = 80 }}]\nbackends = [{}]\n",
+        list.join(", ")
+    );
     let tmp = dir.join(".zz-extra.toml.tmp");
     std::fs::write(&tmp, text)?;
     std::fs::rename(tmp, dir.join("zz-extra.toml"))?;
@@ -108,7 +124,12 @@ fn ms(d: Duration) -> String {
 /// Peak resident set of this process so far, in MiB.
 fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
 }
 
 fn bench(a: &ReloadBenchArgs) -> Result<()> {
@@ -117,7 +138,11 @@ fn bench(a: &ReloadBenchArgs) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let t = Instant::now();
     generate(&dir, a)?;
-    let size: u64 = std::fs::read_dir(&dir)?.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum();
+    let size: u64 = std::fs::read_dir(&dir)?
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
     println!(
         "config: {} services × {} backends, {} endpoints, {} policies ({:.1} MiB of TOML, generated in {})",
         a.services,
@@ -137,7 +162,11 @@ fn bench(a: &ReloadBenchArgs) -> Result<()> {
         let (spec, diags) = kldnet_config::load_dirs(&dirs);
         parse.push(t.elapsed());
         anyhow::ensure!(!diags.has_errors(), "generated config has errors:\n{diags}");
-        let env = Environment { hostname: "bench".into(), offline: true, ..Environment::default() };
+        let env = Environment {
+            hostname: "bench".into(),
+            offline: true,
+            ..Environment::default()
+        };
         let t = Instant::now();
         let c = compile::compile(&spec, &env, &Allocations::default());
         comp.push(t.elapsed());
@@ -146,7 +175,12 @@ fn bench(a: &ReloadBenchArgs) -> Result<()> {
     }
     let c = compiled.expect("runs ≥ 1");
     let (p, k) = (median(parse), median(comp));
-    println!("parse + validate: {}   compile: {}   total: {}   (median of {runs})", ms(p), ms(k), ms(p + k));
+    println!(
+        "parse + validate: {}   compile: {}   total: {}   (median of {runs})",
+        ms(p),
+        ms(k),
+        ms(p + k)
+    );
     println!(
         "desired state: {} lb4_svc, {} lb4_be, {} rnat, {} ipcache, {} endpoints, {} policy entries",
         c.state.lb4_services.len(),
@@ -162,7 +196,8 @@ fn bench(a: &ReloadBenchArgs) -> Result<()> {
         println!("apply: skipped (needs root for a private bpffs)");
         return Ok(());
     }
-    let bpffs = kldnet_testkit::BpffsMount::mount(&tmp.path().join("bpf")).context("mount private bpffs")?;
+    let bpffs = kldnet_testkit::BpffsMount::mount(&tmp.path().join("bpf"))
+        .context("mount private bpffs")?;
     let pin_dir = kldnet_bpf::pin_dir(bpffs.path());
     let result = apply_steps(&pin_dir, &dirs, &dir, runs);
     drop(bpffs);
@@ -176,15 +211,26 @@ fn apply_steps(pin_dir: &Path, dirs: &[PathBuf], dir: &Path, runs: u32) -> Resul
     let mut engine = Engine::adopt(Box::new(kernel), dirs.to_vec(), "bench".into())?;
     engine.interfaces = Box::new(Default::default);
     let (spec, _) = kldnet_config::load_dirs(dirs);
-    let env = Environment { hostname: "bench".into(), ..Environment::default() };
+    let env = Environment {
+        hostname: "bench".into(),
+        ..Environment::default()
+    };
     let c = compile::compile(&spec, &env, &Allocations::default());
     let t = Instant::now();
     let delta = apply::apply(engine.io.as_mut(), &mut engine.current, &c.state)?;
-    println!("full apply to pinned maps: {} ({})", ms(t.elapsed()), delta.summary());
+    println!(
+        "full apply to pinned maps: {} ({})",
+        ms(t.elapsed()),
+        delta.summary()
+    );
     // Re-apply of the same state: the diff finds nothing to write.
     let t = Instant::now();
     let again = apply::apply(engine.io.as_mut(), &mut engine.current, &c.state)?;
-    println!("re-apply, no changes: {} ({})", ms(t.elapsed()), again.summary());
+    println!(
+        "re-apply, no changes: {} ({})",
+        ms(t.elapsed()),
+        again.summary()
+    );
     engine.alloc = c.alloc;
 
     // One service changes in its own file: full reload through the engine (read every file,
@@ -199,7 +245,14 @@ fn apply_steps(pin_dir: &Path, dirs: &[PathBuf], dir: &Path, runs: u32) -> Resul
         one.push(t.elapsed());
         anyhow::ensure!(r.ok, "reload failed: {:?}", r.diagnostics);
     }
-    println!("one-service change, full reload: {} (median of {runs}; {})", ms(median(one)), engine.last.as_ref().map_or(String::new(), |r| r.summary.clone()));
+    println!(
+        "one-service change, full reload: {} (median of {runs}; {})",
+        ms(median(one)),
+        engine
+            .last
+            .as_ref()
+            .map_or(String::new(), |r| r.summary.clone())
+    );
     println!("peak RSS: {:.1} MiB", peak_rss_mib());
     Ok(())
 }

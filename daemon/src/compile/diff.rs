@@ -5,11 +5,13 @@ use std::collections::BTreeMap;
 
 use super::{Attachment, DesiredState};
 
-/// Writes and deletes for one map.
+/// Writes and deletes for one map, with the old values they replace (for undo).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MapDelta<K, V> {
     pub upserts: Vec<(K, V)>,
     pub deletes: Vec<K>,
+    /// Previous values of the keys that are overwritten or deleted.
+    pub old: Vec<(K, V)>,
 }
 
 impl<K, V> Default for MapDelta<K, V> {
@@ -17,7 +19,27 @@ impl<K, V> Default for MapDelta<K, V> {
         MapDelta {
             upserts: Vec::new(),
             deletes: Vec::new(),
+            old: Vec::new(),
         }
+    }
+}
+
+impl<K: Ord + Clone, V: PartialEq + Clone> MapDelta<K, V> {
+    /// The writes that bring `now` (a partial application of this delta) back to the
+    /// state before it. O(size of the delta).
+    pub fn undo(&self, now: &BTreeMap<K, V>) -> MapDelta<K, V> {
+        let old: BTreeMap<&K, &V> = self.old.iter().map(|(k, v)| (k, v)).collect();
+        let mut undo = MapDelta::default();
+        let touched = self.upserts.iter().map(|(k, _)| k).chain(&self.deletes);
+        for k in touched {
+            match (old.get(k), now.get(k)) {
+                (Some(o), Some(n)) if *o != n => undo.upserts.push((k.clone(), (*o).clone())),
+                (Some(o), None) => undo.upserts.push((k.clone(), (*o).clone())),
+                (None, Some(_)) => undo.deletes.push(k.clone()),
+                _ => {}
+            }
+        }
+        undo
     }
 }
 
@@ -42,8 +64,9 @@ pub fn diff_map<K: Ord + Clone, V: PartialEq + Clone>(
     loop {
         match (cur.peek(), want.peek()) {
             (None, None) => break,
-            (Some((k, _)), None) => {
+            (Some((k, v)), None) => {
                 delta.deletes.push((*k).clone());
+                delta.old.push(((*k).clone(), (*v).clone()));
                 cur.next();
             }
             (None, Some((k, v))) => {
@@ -53,6 +76,7 @@ pub fn diff_map<K: Ord + Clone, V: PartialEq + Clone>(
             (Some((ck, cv)), Some((wk, wv))) => match ck.cmp(wk) {
                 std::cmp::Ordering::Less => {
                     delta.deletes.push((*ck).clone());
+                    delta.old.push(((*ck).clone(), (*cv).clone()));
                     cur.next();
                 }
                 std::cmp::Ordering::Greater => {
@@ -62,6 +86,7 @@ pub fn diff_map<K: Ord + Clone, V: PartialEq + Clone>(
                 std::cmp::Ordering::Equal => {
                     if cv != wv {
                         delta.upserts.push(((*wk).clone(), (*wv).clone()));
+                        delta.old.push(((*ck).clone(), (*cv).clone()));
                     }
                     cur.next();
                     want.next();
@@ -120,6 +145,32 @@ impl StateDelta {
             ));
         }
         s
+    }
+}
+
+impl StateDelta {
+    /// The delta that undoes the part of `self` that reached `now`.
+    pub fn undo(&self, now: &DesiredState) -> StateDelta {
+        StateDelta {
+            lb4_services: self.lb4_services.undo(&now.lb4_services),
+            lb4_backends: self.lb4_backends.undo(&now.lb4_backends),
+            lb4_rev_nat: self.lb4_rev_nat.undo(&now.lb4_rev_nat),
+            ipcache: self.ipcache.undo(&now.ipcache),
+            endpoints: self.endpoints.undo(&now.endpoints),
+            policy: self.policy.undo(&now.policy),
+            attach: self
+                .detach
+                .iter()
+                .filter(|a| !now.attachments.contains(*a))
+                .cloned()
+                .collect(),
+            detach: self
+                .attach
+                .iter()
+                .filter(|a| now.attachments.contains(*a))
+                .cloned()
+                .collect(),
+        }
     }
 }
 

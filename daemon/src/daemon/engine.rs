@@ -30,6 +30,8 @@ pub struct Engine {
     pub reloads: u64,
     pub failures: u64,
     pub last: Option<ReloadResult>,
+    /// Parsed files by content: a reload re-parses only files that changed.
+    pub parse_cache: kldnet_config::ParseCache,
 }
 
 impl Engine {
@@ -54,6 +56,7 @@ impl Engine {
             reloads: 0,
             failures: 0,
             last: None,
+            parse_cache: kldnet_config::ParseCache::default(),
         })
     }
 
@@ -61,7 +64,8 @@ impl Engine {
     pub fn reload(&mut self) -> ReloadResult {
         let started = Instant::now();
         self.reloads += 1;
-        let (spec, mut diags) = kldnet_config::load_dirs(&self.config_dirs);
+        let (spec, mut diags) =
+            kldnet_config::load_dirs_cached(&self.config_dirs, &mut self.parse_cache);
         let outcome = if diags.has_errors() {
             Err(format!("configuration has {}", diags.summary()))
         } else {

@@ -49,11 +49,12 @@ pub fn apply(
     if delta.is_empty() {
         return Ok(delta);
     }
-    let before = current.clone();
     match write_delta(io, current, &delta) {
         Ok(()) => Ok(delta),
         Err(e) => {
-            let undo = diff(current, &before);
+            // `current` holds exactly what was written; the inverse of the part of the
+            // delta that landed brings the maps back.
+            let undo = delta.undo(current);
             if let Err(again) = write_delta(io, current, &undo) {
                 tracing::error!(
                     "rollback after failed apply also failed: {again}; the datapath may be inconsistent until the next successful reload"
