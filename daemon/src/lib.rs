@@ -10,4 +10,5 @@ pub mod cli;
 pub mod compile;
 pub mod daemon;
 pub mod datapath;
+pub mod dbus;
 pub mod paths;

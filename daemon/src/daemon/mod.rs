@@ -41,6 +41,10 @@ pub struct DaemonArgs {
     /// cgroup v2 dir for socket LB. Default: the cgroup2 mount from /proc/mounts.
     #[arg(long)]
     pub cgroup_root: Option<PathBuf>,
+    /// D-Bus to serve org.kldload.Kldnet1 on: "system" (when present), "none", or a bus
+    /// address such as unix:path=/tmp/bus.
+    #[arg(long, default_value = "system")]
+    pub dbus: String,
     #[command(subcommand)]
     pub command: Option<DaemonCommand>,
 }
@@ -80,6 +84,17 @@ pub fn hostname() -> String {
     }
     let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// A request from another front end (D-Bus) for the main loop, with where to answer.
+pub type ApiCall = (Request, tokio::sync::oneshot::Sender<Response>);
+
+/// Channels through which other front ends reach the main loop: they send requests and
+/// hear about every reload.
+#[derive(Clone, Debug)]
+pub struct Frontends {
+    pub calls: tokio::sync::mpsc::Sender<ApiCall>,
+    pub reloaded: tokio::sync::broadcast::Sender<ReloadResult>,
 }
 
 /// A running daemon.
@@ -173,7 +188,7 @@ pub fn main(args: DaemonArgs) -> i32 {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(run(paths)) {
+    match runtime.block_on(run(paths, args.dbus.clone())) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -227,7 +242,7 @@ fn start_datapath(paths: &Paths) -> Result<Daemon> {
     })
 }
 
-async fn run(paths: Paths) -> Result<()> {
+async fn run(paths: Paths, dbus: String) -> Result<()> {
     std::fs::create_dir_all(&paths.run_dir)
         .with_context(|| format!("create run dir {}", paths.run_dir.display()))?;
     std::fs::create_dir_all(&paths.state_dir)
@@ -248,6 +263,13 @@ async fn run(paths: Paths) -> Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let (calls_tx, mut calls) = tokio::sync::mpsc::channel::<ApiCall>(16);
+    let (reloaded, _) = tokio::sync::broadcast::channel::<ReloadResult>(16);
+    let frontends = Frontends {
+        calls: calls_tx,
+        reloaded: reloaded.clone(),
+    };
+    let _dbus = crate::dbus::start(&dbus, frontends).await;
     let mut watchdog =
         tokio::time::interval(sdnotify::watchdog_interval().unwrap_or(Duration::from_secs(3600)));
     loop {
@@ -257,11 +279,19 @@ async fn run(paths: Paths) -> Result<()> {
                     serve_one(&mut daemon, stream).await;
                 }
             }
-            _ = hup.recv() => { daemon.reload("SIGHUP"); }
+            Some((req, answer)) = calls.recv() => {
+                let was_reload = req == Request::Reload;
+                let response = daemon.handle(req);
+                if was_reload && let Response::Reload(r) = &response {
+                    let _ = reloaded.send(r.clone());
+                }
+                let _ = answer.send(response);
+            }
+            _ = hup.recv() => { let _ = reloaded.send(daemon.reload("SIGHUP")); }
             Some(()) = changes.recv() => {
                 // Debounce: editors write several times; take the quiet moment after.
                 watch::settle(&mut changes, Duration::from_millis(50)).await;
-                daemon.reload("config change");
+                let _ = reloaded.send(daemon.reload("config change"));
             }
             _ = watchdog.tick() => sdnotify::watchdog(),
             _ = term.recv() => break,
