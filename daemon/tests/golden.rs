@@ -16,11 +16,16 @@ fn golden_dir() -> PathBuf {
 }
 
 fn env() -> Environment {
-    let interfaces: BTreeMap<String, u32> = [("vnet1", 11), ("vnet2", 12), ("vnet3", 13), ("vnet4", 14)]
-        .into_iter()
-        .map(|(n, i)| (n.to_string(), i))
-        .collect();
-    Environment { hostname: "golden-host".into(), interfaces, offline: false }
+    let interfaces: BTreeMap<String, u32> =
+        [("vnet1", 11), ("vnet2", 12), ("vnet3", 13), ("vnet4", 14)]
+            .into_iter()
+            .map(|(n, i)| (n.to_string(), i))
+            .collect();
+    Environment {
+        hostname: "golden-host".into(),
+        interfaces,
+        offline: false,
+    }
 }
 
 fn load(dirs: &[PathBuf]) -> kldnet_config::Spec {
@@ -35,9 +40,17 @@ fn check_golden(path: &Path, got: &str) {
         std::fs::write(path, got).unwrap();
         return;
     }
-    let want = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e} (run with KLDNET_BLESS=1 to create it)", path.display()));
+    let want = std::fs::read_to_string(path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with KLDNET_BLESS=1 to create it)",
+            path.display()
+        )
+    });
     if want != got {
-        panic!("{} differs.\n--- expected\n{want}\n--- got\n{got}\n(KLDNET_BLESS=1 regenerates after an intended change)", path.display());
+        panic!(
+            "{} differs.\n--- expected\n{want}\n--- got\n{got}\n(KLDNET_BLESS=1 regenerates after an intended change)",
+            path.display()
+        );
     }
 }
 
@@ -47,7 +60,10 @@ fn examples_compile_to_the_expected_maps() {
     let spec = load(&[examples]);
     let compiled = compile::compile(&spec, &env(), &Allocations::default());
     assert!(!compiled.has_errors(), "{:?}", compiled.diagnostics);
-    check_golden(&golden_dir().join("examples/expected.txt"), &dump::dump(&compiled.state));
+    check_golden(
+        &golden_dir().join("examples/expected.txt"),
+        &dump::dump(&compiled.state),
+    );
 }
 
 #[test]
@@ -67,7 +83,12 @@ fn compile_is_deterministic() {
 #[test]
 fn config_sequence_produces_minimal_deltas() {
     let dir = golden_dir().join("sequence");
-    let mut steps: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    let mut steps: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
     steps.sort();
     let mut maps = FakeMaps::default();
     let mut current = datapath::read_state(&maps).unwrap();
@@ -79,21 +100,38 @@ fn config_sequence_produces_minimal_deltas() {
         let writes_before = maps.writes;
         let delta = apply::apply(&mut maps, &mut current, &compiled.state).unwrap();
         alloc = compiled.alloc;
-        out.push_str(&format!("# {}: {} ({} syscalls)\n", step.file_name().unwrap().to_string_lossy(), delta.summary(), maps.writes - writes_before));
+        out.push_str(&format!(
+            "# {}: {} ({} syscalls)\n",
+            step.file_name().unwrap().to_string_lossy(),
+            delta.summary(),
+            maps.writes - writes_before
+        ));
         for (k, v) in &delta.lb4_services.upserts {
-            out.push_str(&format!("  write {} -> {}\n", dump::lb4_key(k), dump::lb4_service(k, v)));
+            out.push_str(&format!(
+                "  write {} -> {}\n",
+                dump::lb4_key(k),
+                dump::lb4_service(k, v)
+            ));
         }
         for k in &delta.lb4_services.deletes {
             out.push_str(&format!("  delete {}\n", dump::lb4_key(k)));
         }
         for (k, v) in &delta.lb4_backends.upserts {
-            out.push_str(&format!("  write backend {k} -> {}\n", dump::lb4_backend(v)));
+            out.push_str(&format!(
+                "  write backend {k} -> {}\n",
+                dump::lb4_backend(v)
+            ));
         }
         for k in &delta.lb4_backends.deletes {
             out.push_str(&format!("  delete backend {k}\n"));
         }
         // What the fake maps hold is exactly what was compiled.
-        assert_eq!(datapath::read_state(&maps).unwrap(), compiled.state, "maps after {}", step.display());
+        assert_eq!(
+            datapath::read_state(&maps).unwrap(),
+            compiled.state,
+            "maps after {}",
+            step.display()
+        );
     }
     out.push_str("# final maps\n");
     out.push_str(&dump::dump(&current));
@@ -118,7 +156,10 @@ fn failed_apply_rolls_back_every_write() {
         maps.fail_after_writes = Some(fail_at);
         let err = apply::apply(&mut maps, &mut current, &c2.state).expect_err("must fail");
         assert!(err.to_string().contains("map is full"), "{err}");
-        assert_eq!(maps.maps, before, "maps changed after a failure at write {fail_at}");
+        assert_eq!(
+            maps.maps, before,
+            "maps changed after a failure at write {fail_at}"
+        );
         assert_eq!(current, c1.state);
     }
 }
