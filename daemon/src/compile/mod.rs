@@ -10,7 +10,9 @@ mod alloc;
 pub mod diff;
 pub mod dump;
 pub mod identity;
+pub mod maglev;
 mod network;
+pub mod selection;
 mod services;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,0 +1,1 @@
+//! Maglev (being written).
