@@ -160,3 +160,194 @@ fn starts_serves_status_and_reloads() -> Result<()> {
     )?;
     Ok(())
 }
+
+/// A service file for the test service `production/echo` at 10.96.77.7:80 with explicit
+/// backends on port 8080.
+fn echo_service(backends: &[&str]) -> String {
+    let bes: Vec<String> = backends
+        .iter()
+        .map(|a| format!("{{ address = \"{a}\", port = 8080 }}"))
+        .collect();
+    format!(
+        "[[service]]\nname = \"echo\"\nnamespace = \"production\"\naddresses = [\"10.96.77.7\"]\n\
+         ports = [{{ port = 80, protocol = \"tcp\" }}]\nbackends = [{}]\n",
+        bes.join(", ")
+    )
+}
+
+const ECHO_VIP: &str = "10.96.77.7:80";
+
+/// Backend addresses of service `ns/name` in `kldnet service list -o json`, if listed.
+fn service_backends(sbx: &kldnet_testkit::Sandbox, ns: &str, name: &str) -> Option<Vec<String>> {
+    let out = cli(sbx, &["service", "list", "-o", "json"]);
+    let v = out.json();
+    let s = v
+        .as_array()?
+        .iter()
+        .find(|s| s["namespace"] == ns && s["name"] == name)?
+        .clone();
+    Some(
+        s["backends"]
+            .as_array()?
+            .iter()
+            .filter_map(|b| b["address"].as_str().map(str::to_string))
+            .collect(),
+    )
+}
+
+/// A new file in the config dir is applied by the file watcher alone; removing a backend
+/// stops new connections to it quickly.
+#[test]
+fn file_change_is_applied_without_signal() -> Result<()> {
+    if skip_unless_root("file_change_is_applied_without_signal") {
+        return Ok(());
+    }
+    let sbx = example_sandbox("lc-watch")?;
+    let daemon = start(&sbx)?;
+    let _servers = serve_tcp(&sbx, &["backend-1", "backend-2"], 8080)?;
+
+    let written = Instant::now();
+    sbx.write_config("zz-echo.toml", &echo_service(&["10.244.1.21", "10.244.1.22"]))?;
+    let seen = poll(Duration::from_secs(2), || {
+        service_backends(&sbx, "production", "echo")
+    });
+    let Some((bes, _)) = seen else {
+        panic!(
+            "production/echo not in `service list` 2 s after the file was written\n{}",
+            kldnet_testkit::tail(&daemon.log(), 30)
+        );
+    };
+    let visible_after = written.elapsed();
+    assert_eq!(
+        bes,
+        ["10.244.1.21:8080/tcp", "10.244.1.22:8080/tcp"],
+        "echo backends"
+    );
+    println!("new service file visible in `service list` after {visible_after:?}");
+
+    let p = probe_tcp(&sbx, "frontend-1", ECHO_VIP, 20, 1000);
+    assert!(
+        p.all_ok() && p.count("backend-1") > 0 && p.count("backend-2") > 0,
+        "20 connections to {ECHO_VIP}: expected all ok, spread over backend-1 and backend-2; got {}",
+        p.raw
+    );
+
+    // Drop backend-1: new connections must stop going there.
+    let written = Instant::now();
+    sbx.write_config("zz-echo.toml", &echo_service(&["10.244.1.22"]))?;
+    let mut rounds = 0;
+    let clean = poll(Duration::from_secs(3), || {
+        rounds += 1;
+        let p = probe_tcp(&sbx, "frontend-1", ECHO_VIP, 20, 1000);
+        (p.all_ok() && p.count("backend-2") == 20).then_some(p)
+    });
+    let latency = written.elapsed();
+    let Some((_, _)) = clean else {
+        panic!(
+            "after removing backend-1, connections still reach it (or fail) 3 s later ({rounds} rounds)\n{}",
+            kldnet_testkit::tail(&daemon.log(), 30)
+        );
+    };
+    println!(
+        "backend removal → 20/20 new connections on the remaining backend after {latency:?} ({rounds} probe rounds)"
+    );
+    assert!(
+        latency < Duration::from_secs(1),
+        "backend removal took effect after {latency:?}: expected < 1 s"
+    );
+    // And it stays that way.
+    for _ in 0..3 {
+        let p = probe_tcp(&sbx, "frontend-1", ECHO_VIP, 20, 1000);
+        assert!(
+            p.all_ok() && p.count("backend-1") == 0,
+            "removed backend-1 must get no new connections: {}",
+            p.raw
+        );
+    }
+    // The example's own service was not disturbed.
+    let p = probe_tcp(&sbx, "frontend-1", BACKEND_VIP, 10, 1000);
+    assert!(p.all_ok(), "{BACKEND_VIP} still serves: {}", p.raw);
+    Ok(())
+}
+
+/// SIGHUP reloads: a change the file watcher cannot see (the target of a symlink in the
+/// config dir, as config-management tools and mounted ConfigMaps do) is picked up on SIGHUP.
+#[test]
+fn sighup_reloads() -> Result<()> {
+    if skip_unless_root("sighup_reloads") {
+        return Ok(());
+    }
+    let sbx = example_sandbox("lc-sighup")?;
+    let mut daemon = start(&sbx)?;
+    let _servers = serve_tcp(&sbx, &["backend-1", "backend-2"], 8080)?;
+
+    // The real file lives outside the watched dir; the config dir holds a symlink to it.
+    let outside = sbx.dir().join("managed");
+    std::fs::create_dir_all(&outside)?;
+    let target = outside.join("echo.toml");
+    let write_target = |contents: &str| -> Result<()> {
+        let tmp = outside.join(".echo.tmp");
+        std::fs::write(&tmp, contents)?;
+        std::fs::rename(&tmp, &target)?;
+        Ok(())
+    };
+    write_target(&echo_service(&["10.244.1.21"]))?;
+    std::os::unix::fs::symlink(&target, sbx.config_dir().join("zz-echo.toml"))?;
+    // Creating the symlink is a change in the dir: the watcher applies it.
+    let seen = poll(Duration::from_secs(2), || {
+        service_backends(&sbx, "production", "echo")
+    });
+    assert_eq!(
+        seen.map(|s| s.0),
+        Some(vec!["10.244.1.21:8080/tcp".to_string()]),
+        "production/echo after creating the symlink"
+    );
+    let st = status(&sbx);
+    let gen_before = generation(&st);
+
+    // Change the target: invisible to the watcher.
+    write_target(&echo_service(&["10.244.1.22"]))?;
+    std::thread::sleep(Duration::from_millis(500));
+    let gen_quiet = generation(&status(&sbx));
+    assert_eq!(
+        gen_quiet, gen_before,
+        "precondition: changing a symlink's target outside the config dir is not seen by the \
+         watcher (else this test cannot tell SIGHUP from the watcher)"
+    );
+
+    let hup = Instant::now();
+    daemon.send_signal(libc::SIGHUP)?;
+    let bumped = poll(Duration::from_secs(2), || {
+        let g = generation(&status(&sbx));
+        (g > gen_before).then_some(g)
+    });
+    let Some((gen_after, _)) = bumped else {
+        panic!(
+            "generation still {gen_before} 2 s after SIGHUP\n{}",
+            kldnet_testkit::tail(&daemon.log(), 30)
+        );
+    };
+    println!(
+        "SIGHUP: generation {gen_before} → {gen_after} after {:?}",
+        hup.elapsed()
+    );
+    let st = status(&sbx);
+    assert_eq!(st["state"], "running", "state after SIGHUP: {st:#}");
+    assert_eq!(st["last_reload"]["ok"], true, "last reload ok: {st:#}");
+    assert_eq!(
+        service_backends(&sbx, "production", "echo"),
+        Some(vec!["10.244.1.22:8080/tcp".to_string()]),
+        "production/echo after SIGHUP"
+    );
+    let p = probe_tcp(&sbx, "frontend-1", ECHO_VIP, 10, 1000);
+    assert!(
+        p.all_ok() && p.count("backend-2") == 10,
+        "after SIGHUP, {ECHO_VIP} goes to backend-2 only: {}",
+        p.raw
+    );
+    assert!(
+        daemon.log().contains("SIGHUP"),
+        "daemon log names the SIGHUP reload"
+    );
+    Ok(())
+}
