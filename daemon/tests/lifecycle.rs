@@ -351,3 +351,247 @@ fn sighup_reloads() -> Result<()> {
     );
     Ok(())
 }
+
+/// One bad configuration: a file added next to the good example files.
+struct BadCase {
+    what: &'static str,
+    file: &'static str,
+    contents: &'static str,
+}
+
+const BAD_CASES: &[BadCase] = &[
+    BadCase {
+        what: "TOML syntax error",
+        file: "zz-syntax.toml",
+        contents: "[[service]\nname = \"x\"\n",
+    },
+    BadCase {
+        what: "half-written file, truncated mid-table",
+        file: "zz-half.toml",
+        contents: "[[service]]\nname = \"half\"\nnamespace = \"production\"\naddresses = [\"10.96.9.9\"]\n\
+                   ports = [{ port = 80, target_port = 80",
+    },
+    BadCase {
+        what: "unknown key",
+        file: "zz-unknown-key.toml",
+        contents: "[[service]]\nname = \"typo\"\nnamespace = \"production\"\nadresses = [\"10.96.9.9\"]\n\
+                   ports = [{ port = 80 }]\nselector = { app = \"backend\" }\n",
+    },
+    BadCase {
+        what: "bad CIDR",
+        file: "zz-bad-cidr.toml",
+        contents: "[[lb_pool]]\nname = \"broken\"\ncidrs = [\"198.51.100.0/33\"]\n",
+    },
+    BadCase {
+        what: "duplicate service name across two files",
+        file: "zz-dup-service.toml",
+        contents: "[[service]]\nname = \"backend\"\nnamespace = \"production\"\naddresses = [\"10.96.9.9\"]\n\
+                   ports = [{ port = 80 }]\nselector = { app = \"backend\" }\n",
+    },
+    BadCase {
+        what: "VIP overlap with production/backend",
+        file: "zz-vip-overlap.toml",
+        contents: "[[service]]\nname = \"thief\"\nnamespace = \"production\"\naddresses = [\"10.96.120.45\"]\n\
+                   ports = [{ port = 80 }]\nselector = { app = \"frontend\" }\n",
+    },
+    BadCase {
+        what: "route naming a service that does not exist",
+        file: "zz-dangling-route.toml",
+        contents: "[[route]]\nname = \"dangling\"\nnamespace = \"production\"\nservice = \"nope\"\nport = 80\n",
+    },
+    BadCase {
+        what: "endpoint on an unknown node",
+        file: "zz-unknown-node.toml",
+        contents: "[[endpoint]]\nname = \"ghost\"\nnamespace = \"production\"\nnode = \"host-z\"\n\
+                   addresses = [\"10.244.2.99\"]\n",
+    },
+    BadCase {
+        what: "wrong type",
+        file: "zz-wrong-type.toml",
+        contents: "[[service]]\nname = \"typed\"\nnamespace = \"production\"\naddresses = [\"10.96.9.9\"]\n\
+                   ports = [{ port = \"eighty\" }]\nselector = { app = \"backend\" }\n",
+    },
+    BadCase {
+        what: "duplicate pinned identity id",
+        file: "zz-dup-identity.toml",
+        contents: "[[identity]]\nid = 1234\nnamespace = \"production\"\nlabels = { app = \"other\" }\n",
+    },
+];
+
+/// True when `line` is `PATH:LINE:COL: error: …` with PATH ending in one of `files`.
+fn error_line_names(line: &str, files: &[String]) -> bool {
+    let Some((loc, _)) = line.split_once(": error: ") else {
+        return false;
+    };
+    let mut parts = loc.rsplitn(3, ':');
+    let (Some(col), Some(ln), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    col.parse::<u32>().is_ok()
+        && ln.parse::<u32>().is_ok()
+        && files
+            .iter()
+            .any(|f| path == f || path.ends_with(&format!("/{f}")))
+}
+
+/// State the daemon must keep while a bad config sits in its dir.
+struct Baseline {
+    maps: MapBytes,
+    generation: u64,
+}
+
+/// With the bad `files` in place: reload fails naming them, status is degraded, maps are
+/// byte-identical, traffic works; then `remove` them and the daemon recovers.
+fn check_rejected(
+    sbx: &kldnet_testkit::Sandbox,
+    base: &Baseline,
+    what: &str,
+    files: &[String],
+) -> Result<()> {
+    let r = reload(sbx);
+    let named = r.stdout.lines().find(|l| error_line_names(l, files));
+    println!("[{what}] {}", named.unwrap_or("-"));
+    assert!(
+        r.code == 1 && named.is_some(),
+        "[{what}] kldnet reload: expected exit 1 and a `FILE:LINE:COL: error:` line naming one of {files:?}; got {r}"
+    );
+    let st = status(sbx);
+    let last = &st["last_reload"];
+    let diags = last["diagnostics"].to_string();
+    assert!(
+        st["state"] == "degraded"
+            && last["ok"] == false
+            && files.iter().any(|f| diags.contains(f.as_str()))
+            && generation(&st) == base.generation,
+        "[{what}] status: expected state degraded, last_reload.ok false with the error, generation {}; got state {} ok {} generation {} diagnostics {diags}",
+        base.generation,
+        st["state"],
+        last["ok"],
+        st["generation"]
+    );
+    let now = dump_maps(sbx, STATE_MAPS)?;
+    let d = diff_maps(&base.maps, &now);
+    assert!(
+        d.is_empty(),
+        "[{what}] maps changed although the reload failed:\n{d}"
+    );
+    let p = probe_tcp(sbx, "frontend-1", BACKEND_VIP, 3, 1000);
+    assert!(
+        p.all_ok(),
+        "[{what}] traffic to {BACKEND_VIP} while degraded: {}",
+        p.raw
+    );
+    Ok(())
+}
+
+fn check_recovered(sbx: &kldnet_testkit::Sandbox, base: &Baseline, what: &str) -> Result<()> {
+    let r = reload(sbx);
+    assert!(
+        r.code == 0,
+        "[{what}] reload after removing the bad file: expected exit 0, got {r}"
+    );
+    let st = status(sbx);
+    assert_eq!(
+        st["state"], "running",
+        "[{what}] state after recovery: {st:#}"
+    );
+    let d = diff_maps(&base.maps, &dump_maps(sbx, STATE_MAPS)?);
+    assert!(d.is_empty(), "[{what}] maps changed after recovery:\n{d}");
+    Ok(())
+}
+
+/// A bad config in any form is rejected as a whole: the error names the file, status says
+/// degraded, the maps keep every byte, traffic keeps flowing; removing it recovers.
+#[test]
+fn bad_config_keeps_serving_state_byte_identical() -> Result<()> {
+    if skip_unless_root("bad_config_keeps_serving_state_byte_identical") {
+        return Ok(());
+    }
+    let sbx = example_sandbox("lc-badcfg")?;
+    let daemon = start(&sbx)?;
+    let _servers = serve_tcp(&sbx, &["backend-1", "backend-2"], 8080)?;
+    let p = probe_tcp(&sbx, "frontend-1", BACKEND_VIP, 10, 1000);
+    assert!(p.all_ok(), "traffic before the bad configs: {}", p.raw);
+
+    let base = Baseline {
+        maps: dump_maps(&sbx, STATE_MAPS)?,
+        generation: generation(&status(&sbx)),
+    };
+    let sizes: Vec<String> = base
+        .maps
+        .iter()
+        .map(|(m, e)| format!("{m}={}", e.len()))
+        .collect();
+    println!("baseline maps: {}", sizes.join(" "));
+    assert!(
+        !base.maps["kld_lb4_svc"].is_empty(),
+        "baseline kld_lb4_svc is empty"
+    );
+
+    for case in BAD_CASES {
+        sbx.write_config(case.file, case.contents)?;
+        check_rejected(&sbx, &base, case.what, &[case.file.to_string()])?;
+        sbx.remove_config(case.file)?;
+        check_recovered(&sbx, &base, case.what)?;
+    }
+    println!("{} hand-written bad configs rejected", BAD_CASES.len());
+
+    // The config crate's bad-input corpus, each case next to the good example files.
+    let corpus = corpus_dir();
+    let mut cases: Vec<_> = match std::fs::read_dir(&corpus) {
+        Ok(d) => d.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect(),
+        Err(_) => Vec::new(),
+    };
+    cases.sort();
+    let (mut fed, mut skipped) = (0, 0);
+    for case in &cases {
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        let expected = std::fs::read_to_string(case.join("expected.txt")).unwrap_or_default();
+        if expected.trim().is_empty() {
+            skipped += 1;
+            continue;
+        }
+        let mut tomls: Vec<_> = std::fs::read_dir(case)?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        tomls.sort();
+        // A broken guard file stays in place while the case's files arrive one by one, so
+        // the watcher never sees a partial (and possibly valid) set of them.
+        let guard = "zz-0-guard.toml";
+        sbx.write_config(guard, "[[broken\n")?;
+        let mut files = Vec::new();
+        for t in &tomls {
+            let file = format!(
+                "zz-corpus-{name}-{}",
+                t.file_name().unwrap().to_string_lossy()
+            );
+            sbx.write_config(&file, &std::fs::read_to_string(t)?)?;
+            files.push(file);
+        }
+        sbx.remove_config(guard)?;
+        check_rejected(&sbx, &base, &format!("corpus {name}"), &files)?;
+        for f in &files {
+            sbx.remove_config(f)?;
+        }
+        check_recovered(&sbx, &base, &format!("corpus {name}"))?;
+        fed += 1;
+    }
+    println!(
+        "corpus {}: {fed} cases rejected with maps unchanged, {skipped} skipped (empty expected.txt)",
+        corpus.display()
+    );
+    let st = status(&sbx);
+    assert_eq!(
+        generation(&st),
+        base.generation,
+        "no bad config may bump the generation"
+    );
+    ensure_log(
+        daemon.log().contains("keeps serving"),
+        "daemon log says the previous generation keeps serving",
+        &daemon,
+    )?;
+    Ok(())
+}
