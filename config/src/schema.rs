@@ -40,6 +40,9 @@ pub struct Node {
     pub socket_lb: bool,
     #[serde(default)]
     pub policy_enforcement: PolicyEnforcement,
+    /// Slots of each Maglev lookup table (a prime, 251..=131071); default 16381. Applies
+    /// to every `balancing = "maglev"` service; a change takes effect at daemon restart.
+    pub maglev_table_size: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -218,8 +221,6 @@ pub struct Service {
     pub backends: Vec<Backend>,
     #[serde(default)]
     pub balancing: Balancing,
-    /// Maglev lookup table size (a prime); default 16381.
-    pub maglev_table_size: Option<u32>,
     #[serde(default)]
     pub session_affinity: SessionAffinity,
     pub affinity_timeout: Option<Duration>,

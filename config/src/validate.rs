@@ -113,6 +113,17 @@ fn node(c: &mut Checker) {
             }
         }
     }
+    if let Some(n) = &spec.node
+        && let Some(size) = n.maglev_table_size
+        && (!is_prime(size) || !(251..=131071).contains(&size))
+    {
+        c.error(
+            &n.meta,
+            "maglev_table_size",
+            format!("maglev table size {size} must be a prime in 251..=131071"),
+        )
+        .help = Some("e.g. 251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071".into());
+    }
     if let Some(f) = &spec.flows {
         for (key, value) in [("metrics", &f.metrics), ("ui", &f.ui)] {
             if !value.is_empty() && value.parse::<SocketAddr>().is_err() {
@@ -462,25 +473,6 @@ fn services(c: &mut Checker) {
                         "backend {} and address {vip} are of different IP families",
                         b.address
                     ),
-                );
-            }
-        }
-        if let Some(size) = svc.maglev_table_size {
-            if svc.balancing != Balancing::Maglev {
-                c.warning(
-                    &svc.meta,
-                    "maglev_table_size",
-                    "maglev_table_size only matters with balancing = \"maglev\"",
-                );
-            }
-            if !is_prime(size) || !(251..=131071).contains(&size) {
-                c.error(
-                    &svc.meta,
-                    "maglev_table_size",
-                    format!("maglev table size {size} must be a prime in 251..=131071"),
-                )
-                .help = Some(
-                    "e.g. 251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071".into(),
                 );
             }
         }
