@@ -58,6 +58,21 @@ pub struct DesiredState {
     pub attachments: BTreeSet<Attachment>,
 }
 
+impl DesiredState {
+    /// Entries of a map the daemon writes; `None` for maps it does not own.
+    pub fn entries_of(&self, map: &str) -> Option<usize> {
+        Some(match map {
+            MAP_LB4_SVC => self.lb4_services.len(),
+            MAP_LB4_BE => self.lb4_backends.len(),
+            MAP_LB4_RNAT => self.lb4_rev_nat.len(),
+            MAP_IPCACHE => self.ipcache.len(),
+            MAP_ENDPOINTS => self.endpoints.len(),
+            MAP_POLICY => self.policy.len(),
+            _ => return None,
+        })
+    }
+}
+
 /// A local or remote endpoint as compiled, for `kldnet endpoint list` and status.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointView {

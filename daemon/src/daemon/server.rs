@@ -129,8 +129,8 @@ impl Daemon {
                 .occupancy()
                 .into_iter()
                 .map(|(name, entries, capacity)| MapOccupancy {
+                    entries: eng.current.entries_of(&name).map_or(entries, |n| n as u64),
                     name,
-                    entries,
                     capacity,
                 })
                 .collect(),

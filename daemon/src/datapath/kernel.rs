@@ -49,6 +49,11 @@ impl std::fmt::Debug for KernelDatapath {
     }
 }
 
+/// Maps only the BPF programs write.
+const BPF_OWNED_MAPS: &[&str] = &[MAP_CT4, MAP_SOCK_RNAT];
+/// Entries walked at most per map for `status`.
+pub const OCCUPANCY_WALK_LIMIT: usize = 1_000_000;
+
 /// Maps the daemon reads and writes as a whole (the rest belong to the BPF side).
 const STATE_MAPS: &[&str] = &[
     MAP_LB4_SVC,
@@ -136,12 +141,19 @@ impl KernelDatapath {
     }
 
     /// Entries and capacity of every state map.
+    ///
+    /// Maps the daemon writes are counted from its own mirror by the caller; only the
+    /// maps the BPF side fills (conntrack, socket reverse NAT) are walked here, and at
+    /// most [`OCCUPANCY_WALK_LIMIT`] entries each, so `status` stays fast.
     pub fn map_occupancy(&self) -> Vec<(String, u64, u64)> {
         self.maps
             .iter()
             .map(|(name, m)| {
-                let n =
-                    sys::dump(m.data.fd().as_fd(), m.key_size, m.value_size).map_or(0, |v| v.len());
+                let n = if BPF_OWNED_MAPS.contains(name) {
+                    sys::count(m.data.fd().as_fd(), m.key_size, OCCUPANCY_WALK_LIMIT).unwrap_or(0)
+                } else {
+                    0
+                };
                 (name.to_string(), n as u64, u64::from(m.capacity))
             })
             .collect()

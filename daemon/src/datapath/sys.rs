@@ -105,3 +105,25 @@ pub fn dump(
     }
     Ok(out)
 }
+
+/// Number of keys in a map (walking at most `limit`), without reading values.
+pub fn count(fd: BorrowedFd<'_>, key_size: usize, limit: usize) -> io::Result<usize> {
+    let mut n = 0;
+    let mut key: Option<Vec<u8>> = None;
+    while n < limit {
+        let mut next = vec![0u8; key_size];
+        let mut attr = ElemAttr {
+            map_fd: fd.as_raw_fd() as u32,
+            key: key.as_ref().map_or(0, |k| k.as_ptr() as u64),
+            value_or_next_key: next.as_mut_ptr() as u64,
+            ..ElemAttr::default()
+        };
+        match bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) {
+            Ok(()) => n += 1,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
+            Err(e) => return Err(e),
+        }
+        key = Some(next);
+    }
+    Ok(n)
+}
