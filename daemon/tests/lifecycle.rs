@@ -57,7 +57,9 @@ fn starts_serves_status_and_reloads() -> Result<()> {
         checks.push((
             format!("program kld_from_ep on {ifname}"),
             target.clone(),
-            progs.iter().any(|(p, t)| p == "kld_from_ep" && *t == target),
+            progs
+                .iter()
+                .any(|(p, t)| p == "kld_from_ep" && *t == target),
         ));
     }
     let failed: Vec<String> = checks
@@ -124,9 +126,7 @@ fn starts_serves_status_and_reloads() -> Result<()> {
         .unwrap_or_else(|| panic!("identity 1234 missing in {ids:#}"));
     let labels = pinned["labels"].to_string();
     assert!(
-        pinned["namespace"] == "production"
-            && labels.contains("backend")
-            && labels.contains("api"),
+        pinned["namespace"] == "production" && labels.contains("backend") && labels.contains("api"),
         "identity 1234: expected production app=backend,tier=api, got {pinned}"
     );
 
@@ -207,7 +207,10 @@ fn file_change_is_applied_without_signal() -> Result<()> {
     let _servers = serve_tcp(&sbx, &["backend-1", "backend-2"], 8080)?;
 
     let written = Instant::now();
-    sbx.write_config("zz-echo.toml", &echo_service(&["10.244.1.21", "10.244.1.22"]))?;
+    sbx.write_config(
+        "zz-echo.toml",
+        &echo_service(&["10.244.1.21", "10.244.1.22"]),
+    )?;
     let seen = poll(Duration::from_secs(2), || {
         service_backends(&sbx, "production", "echo")
     });
@@ -539,7 +542,11 @@ fn bad_config_keeps_serving_state_byte_identical() -> Result<()> {
     // The config crate's bad-input corpus, each case next to the good example files.
     let corpus = corpus_dir();
     let mut cases: Vec<_> = match std::fs::read_dir(&corpus) {
-        Ok(d) => d.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect(),
+        Ok(d) => d
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect(),
         Err(_) => Vec::new(),
     };
     cases.sort();
@@ -593,5 +600,399 @@ fn bad_config_keeps_serving_state_byte_identical() -> Result<()> {
         "daemon log says the previous generation keeps serving",
         &daemon,
     )?;
+    Ok(())
+}
+
+/// Tally of the background probe loop.
+#[derive(Debug, Default)]
+struct LoopTally {
+    attempts: u64,
+    failures: Vec<String>,
+    /// Attempt start times (since the loop started) with their outcome.
+    timeline: Vec<(Duration, bool)>,
+}
+
+/// Probes `target` from a workload with one new TCP connection every ~20 ms until `stop`
+/// is set or `limit` passes. Each attempt is its own `kldnet probe` process in the
+/// workload's netns and the LB cgroup, so socket LB translates it.
+fn probe_loop(
+    netns: String,
+    cgroup_procs: std::path::PathBuf,
+    target: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    limit: Duration,
+) -> std::thread::JoinHandle<LoopTally> {
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let mut t = LoopTally::default();
+        let args = [
+            "probe",
+            "connect",
+            "tcp",
+            target,
+            "--count",
+            "1",
+            "--timeout-ms",
+            "1000",
+            "--json",
+        ];
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) && started.elapsed() < limit {
+            let at = started.elapsed();
+            let out =
+                kldnet_testkit::command_in(&netns, kldnet(), &args, Some(cgroup_procs.as_path()))
+                    .output();
+            t.attempts += 1;
+            let ok = match &out {
+                Ok(o) => o.status.success(),
+                Err(_) => false,
+            };
+            if !ok {
+                let why = match out {
+                    Ok(o) => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+                    Err(e) => e.to_string(),
+                };
+                t.failures.push(format!("at {at:?}: {why}"));
+            }
+            t.timeline.push((at, ok));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        t
+    })
+}
+
+/// `kldnet bpf lb list -o json` entries as (key, value), sorted.
+fn lb_entries(sbx: &kldnet_testkit::Sandbox) -> Vec<(String, String)> {
+    let out = cli(sbx, &["bpf", "lb", "list", "-o", "json"]);
+    assert_eq!(out.code, 0, "bpf lb list: {out}");
+    let mut v: Vec<(String, String)> = out
+        .json()
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|e| {
+            (
+                e["key"].as_str().unwrap_or("").to_string(),
+                e["value"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Stopping (SIGTERM) or killing (SIGKILL) the daemon does not interrupt service traffic:
+/// maps and links stay pinned; the next daemon adopts them with no changes.
+#[test]
+fn restart_keeps_traffic_and_adopts_state() -> Result<()> {
+    if skip_unless_root("restart_keeps_traffic_and_adopts_state") {
+        return Ok(());
+    }
+    let sbx = example_sandbox("lc-restart")?;
+    let mut daemon = start(&sbx)?;
+    let _servers = serve_tcp(&sbx, &["backend-1", "backend-2"], 8080)?;
+    let lb_before = lb_entries(&sbx);
+    let maps_before = dump_maps(&sbx, STATE_MAPS)?;
+    let backends_before: Vec<_> = lb_before
+        .iter()
+        .filter(|(k, _)| k.starts_with("backend "))
+        .cloned()
+        .collect();
+    assert!(
+        backends_before.len() >= 2,
+        "backends in bpf lb list: {lb_before:?}"
+    );
+
+    let frontend = workload(&sbx, "frontend-1");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started = Instant::now();
+    let looper = probe_loop(
+        frontend.netns.clone(),
+        sbx.cgroup_dir().join("cgroup.procs"),
+        BACKEND_VIP,
+        stop.clone(),
+        Duration::from_secs(15),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+
+    let mut windows = Vec::new();
+    // Two ways down: a clean stop, and a crash.
+    for (how, sig) in [("SIGTERM", libc::SIGTERM), ("SIGKILL", libc::SIGKILL)] {
+        let down = started.elapsed();
+        let t0 = Instant::now();
+        if sig == libc::SIGTERM {
+            let st = daemon.sigterm_and_wait()?;
+            assert!(st.success(), "kldnetd exit after SIGTERM: {st}");
+        } else {
+            daemon.kill9()?;
+        }
+        assert!(
+            pin_dir(&sbx).join("kld_lb4_svc").exists(),
+            "maps stay pinned after {how}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+        daemon = start(&sbx)?;
+        let gap = t0.elapsed();
+        let up = started.elapsed();
+        windows.push((how, down, up));
+        let st = status(&sbx);
+        let last = &st["last_reload"];
+        println!(
+            "{how}: daemon down for {gap:?} (incl. 1 s wait); first reload after restart: {} in {} µs",
+            last["summary"], last["duration_us"]
+        );
+        assert!(
+            last["ok"] == true && last["summary"] == "no changes" && st["state"] == "running",
+            "after {how} + restart: expected first reload ok with \"no changes\" (adopted state = desired), got state {} last_reload {last}",
+            st["state"]
+        );
+        let lb_after = lb_entries(&sbx);
+        let backends_after: Vec<_> = lb_after
+            .iter()
+            .filter(|(k, _)| k.starts_with("backend "))
+            .cloned()
+            .collect();
+        assert_eq!(
+            backends_after, backends_before,
+            "backend ids after {how} + restart (expected = before)"
+        );
+        assert_eq!(
+            lb_after, lb_before,
+            "bpf lb list after {how} + restart (expected = before)"
+        );
+        let d = diff_maps(&maps_before, &dump_maps(&sbx, STATE_MAPS)?);
+        assert!(d.is_empty(), "maps changed across {how} + restart:\n{d}");
+        let progs = programs(&st);
+        assert!(
+            progs.iter().any(|(p, _)| p == "kld_sock4_connect")
+                && progs
+                    .iter()
+                    .any(|(p, t)| p == "kld_from_ep" && t == "tc vnet1-ingress"),
+            "programs after {how} + restart: {progs:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let tally = looper.join().expect("probe loop");
+    let during_down: usize = windows
+        .iter()
+        .map(|(_, down, up)| {
+            tally
+                .timeline
+                .iter()
+                .filter(|(at, _)| at >= down && at <= up)
+                .count()
+        })
+        .sum();
+    println!(
+        "probe loop: {} connections, {} failed, {during_down} made while the daemon was down",
+        tally.attempts,
+        tally.failures.len()
+    );
+    assert!(
+        tally.failures.is_empty(),
+        "connections to {BACKEND_VIP} failed across restarts (expected 0 failures of {}):\n{}",
+        tally.attempts,
+        tally.failures.join("\n")
+    );
+    assert!(
+        during_down >= 10,
+        "expected ≥ 10 connections while the daemon was down, got {during_down} (probe loop too slow?)"
+    );
+    Ok(())
+}
+
+/// `kldnetd cleanup` removes every pin: maps gone, no program left on the cgroup or the
+/// interfaces, VIPs no longer translated.
+#[test]
+fn cleanup_removes_everything() -> Result<()> {
+    if skip_unless_root("cleanup_removes_everything") {
+        return Ok(());
+    }
+    let sbx = example_sandbox("lc-cleanup")?;
+    let mut daemon = start(&sbx)?;
+    let _servers = serve_tcp(&sbx, &["backend-1", "backend-2"], 8080)?;
+    let p = probe_tcp(&sbx, "frontend-1", BACKEND_VIP, 5, 1000);
+    assert!(p.all_ok(), "traffic before cleanup: {}", p.raw);
+    let st = daemon.sigterm_and_wait()?;
+    assert!(st.success(), "kldnetd exit after SIGTERM: {st}");
+    let p = probe_tcp(&sbx, "frontend-1", BACKEND_VIP, 5, 1000);
+    assert!(
+        p.all_ok(),
+        "traffic with the daemon stopped (pins keep it): {}",
+        p.raw
+    );
+    let bpftool = ["/usr/sbin/bpftool", "/usr/bin/bpftool", "/sbin/bpftool"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    if let Some(bt) = bpftool {
+        let out = std::process::Command::new(bt)
+            .args(["cgroup", "show"])
+            .arg(sbx.cgroup_dir())
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("kld_sock4_connect"),
+            "precondition: bpftool sees the socket-LB programs before cleanup, got:\n{text}"
+        );
+    }
+    for (_, ifname, _) in EXAMPLE_WORKLOADS {
+        let progs = tcx_programs(&sbx, ifname)?;
+        assert!(
+            progs.iter().any(|p| p == "ingress:kld_from_ep")
+                && progs.iter().any(|p| p == "egress:kld_to_ep"),
+            "precondition: tcx programs on {ifname} before cleanup, got {progs:?}"
+        );
+    }
+
+    let out = std::process::Command::new(kldnetd())
+        .arg("--bpf-root")
+        .arg(sbx.bpf_root())
+        .arg("--run-dir")
+        .arg(sbx.run_dir())
+        .arg("cleanup")
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("kldnetd cleanup: {}", stdout.trim());
+    assert!(
+        out.status.success(),
+        "kldnetd cleanup: expected exit 0, got {}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pins = pin_dir(&sbx);
+    assert!(
+        !pins.exists(),
+        "{} still exists after cleanup: {:?}",
+        pins.display(),
+        std::fs::read_dir(&pins).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+    );
+    if let Some(bt) = bpftool {
+        let out = std::process::Command::new(bt)
+            .args(["cgroup", "show"])
+            .arg(sbx.cgroup_dir())
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.trim().is_empty(),
+            "bpftool cgroup show {}: expected nothing attached, got:\n{text}",
+            sbx.cgroup_dir().display()
+        );
+    } else {
+        println!("bpftool not found: cgroup attachment check skipped");
+    }
+    for (_, ifname, _) in EXAMPLE_WORKLOADS {
+        let progs = tcx_programs(&sbx, ifname)?;
+        assert!(
+            progs.is_empty(),
+            "tcx programs on {ifname} after cleanup: expected none, got {progs:?}"
+        );
+    }
+    let p = probe_tcp(&sbx, "frontend-1", BACKEND_VIP, 3, 300);
+    assert!(
+        p.ok == 0 && p.replies.is_empty(),
+        "after cleanup {BACKEND_VIP} must not be translated to a backend: {}",
+        p.raw
+    );
+    // Direct traffic (no LB involved) still works: the sandbox itself is fine.
+    let p = probe_tcp(&sbx, "frontend-1", "10.244.1.21:8080", 2, 1000);
+    assert!(
+        p.all_ok(),
+        "direct traffic to backend-1 after cleanup: {}",
+        p.raw
+    );
+    Ok(())
+}
+
+/// An endpoint whose interface does not exist yet is a warning, not an error; once the
+/// interface appears, a reload attaches it.
+#[test]
+fn missing_interface_is_a_warning_and_attaches_later() -> Result<()> {
+    if skip_unless_root("missing_interface_is_a_warning_and_attaches_later") {
+        return Ok(());
+    }
+    // The example config, but the workload behind vnet4 (staging/intruder) comes later.
+    let mut sbx = kldnet_testkit::Sandbox::new("lc-late-if")?;
+    for (name, ifname, addr) in EXAMPLE_WORKLOADS.iter().filter(|w| w.1 != "vnet4") {
+        sbx.add_workload(kldnet_testkit::WorkloadSpec::new(
+            name,
+            ifname,
+            &[addr.parse()?],
+        ))?;
+    }
+    sbx.copy_config_from(&examples_dir())?;
+    let mut daemon = start(&sbx)?;
+
+    let st = status(&sbx);
+    let last = &st["last_reload"];
+    let diags: Vec<String> = last["diagnostics"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let warning = diags
+        .iter()
+        .find(|d| d.contains(": warning: ") && d.contains("staging/intruder"));
+    assert!(
+        last["ok"] == true && st["state"] == "running" && warning.is_some(),
+        "start without vnet4: expected reload ok, state running and a warning naming staging/intruder; got state {} last_reload {last:#}",
+        st["state"]
+    );
+    println!("warning: {}", warning.unwrap());
+    let on = |st: &Value, target: &str| programs(st).iter().any(|(_, t)| t == target);
+    assert!(
+        !on(&st, "tc vnet4-ingress"),
+        "nothing can be attached to the missing vnet4: {:?}",
+        programs(&st)
+    );
+    let r = reload(&sbx);
+    assert!(
+        r.code == 0 && r.stdout.contains("staging/intruder"),
+        "kldnet reload with vnet4 still missing: expected exit 0 and the warning, got {r}"
+    );
+
+    sbx.add_workload(kldnet_testkit::WorkloadSpec::new(
+        "intruder",
+        "vnet4",
+        &["10.244.1.40".parse()?],
+    ))?;
+    let r = reload(&sbx);
+    assert!(
+        r.code == 0 && !r.stdout.contains("no changes"),
+        "kldnet reload once vnet4 exists: expected exit 0 and a change, got {r}"
+    );
+    let st = status(&sbx);
+    let progs = programs(&st);
+    for (prog, target) in [
+        ("kld_from_ep", "tc vnet4-ingress"),
+        ("kld_to_ep", "tc vnet4-egress"),
+    ] {
+        assert!(
+            progs.iter().any(|(p, t)| p == prog && t == target),
+            "after vnet4 appeared: expected {prog} on {target}, got {progs:?}"
+        );
+    }
+    assert!(
+        !st["last_reload"]["diagnostics"]
+            .to_string()
+            .contains("staging/intruder"),
+        "the warning is gone once vnet4 exists: {}",
+        st["last_reload"]
+    );
+    let eps = cli(&sbx, &["endpoint", "list", "-o", "json"]).json();
+    let intruder = eps
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["name"] == "intruder"))
+        .cloned()
+        .unwrap_or_default();
+    let ifindex = workload(&sbx, "intruder").host_ifindex;
+    assert_eq!(
+        intruder["ifindex"], ifindex,
+        "endpoint staging/intruder ifindex (expected vnet4's): {intruder}"
+    );
+    let running = daemon.try_wait()?.is_none();
+    ensure_log(running, "daemon still running", &daemon)?;
     Ok(())
 }

@@ -251,8 +251,7 @@ pub type MapBytes = BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>>;
 
 /// The pin dir of the daemon's maps: `<bpf_root>/v<ABI>`.
 pub fn pin_dir(sbx: &Sandbox) -> PathBuf {
-    sbx.bpf_root()
-        .join(format!("v{}", kldnet_bpf::ABI_VERSION))
+    sbx.bpf_root().join(format!("v{}", kldnet_bpf::ABI_VERSION))
 }
 
 /// Dumps `maps` from the pin dir with raw bpf(2).
@@ -315,11 +314,7 @@ pub fn programs(st: &Value) -> Vec<(String, String)> {
 
 /// Entries of map `name` in a status object.
 pub fn map_entries(st: &Value, name: &str) -> Option<u64> {
-    st["maps"]
-        .as_array()?
-        .iter()
-        .find(|m| m["name"] == name)?["entries"]
-        .as_u64()
+    st["maps"].as_array()?.iter().find(|m| m["name"] == name)?["entries"].as_u64()
 }
 
 /// Fails with the daemon log when `cond` is false.
@@ -331,4 +326,26 @@ pub fn ensure_log(cond: bool, what: &str, daemon: &DaemonGuard) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Names of the tcx programs on `ifname` (ingress and egress) in the sandbox's node netns,
+/// queried with BPF_PROG_QUERY.
+pub fn tcx_programs(sbx: &Sandbox, ifname: &str) -> Result<Vec<String>> {
+    use aya::programs::SchedClassifier;
+    use aya::programs::tc::TcAttachType;
+    let ifname = ifname.to_string();
+    sbx.run_in_netns(sbx.node_netns(), move || -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for (dir, at) in [
+            ("ingress", TcAttachType::Ingress),
+            ("egress", TcAttachType::Egress),
+        ] {
+            let (_, progs) = SchedClassifier::query_tcx(&ifname, at)
+                .with_context(|| format!("query tcx {dir} of {ifname}"))?;
+            for p in progs {
+                names.push(format!("{dir}:{}", p.name_as_str().unwrap_or("?")));
+            }
+        }
+        Ok(names)
+    })?
 }
