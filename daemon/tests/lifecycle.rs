@@ -867,11 +867,24 @@ fn cleanup_removes_everything() -> Result<()> {
         std::fs::read_dir(&pins).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
     );
     if let Some(bt) = bpftool {
-        let out = std::process::Command::new(bt)
-            .args(["cgroup", "show"])
-            .arg(sbx.cgroup_dir())
-            .output()?;
-        let text = String::from_utf8_lossy(&out.stdout);
+        let show = || -> String {
+            let out = std::process::Command::new(bt)
+                .args(["cgroup", "show"])
+                .arg(sbx.cgroup_dir())
+                .output()
+                .expect("run bpftool");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        // Unpinning releases the links asynchronously in the kernel (deferred bpf_link put):
+        // give the detach a moment.
+        let gone = poll(Duration::from_secs(3), || {
+            show().trim().is_empty().then_some(())
+        });
+        println!(
+            "cgroup programs detached {:?} after cleanup",
+            gone.map(|g| g.1)
+        );
+        let text = show();
         assert!(
             text.trim().is_empty(),
             "bpftool cgroup show {}: expected nothing attached, got:\n{text}",
@@ -880,7 +893,15 @@ fn cleanup_removes_everything() -> Result<()> {
     } else {
         println!("bpftool not found: cgroup attachment check skipped");
     }
+    // Unpinning releases the links asynchronously in the kernel (deferred bpf_link put):
+    // give the detach a moment.
     for (_, ifname, _) in EXAMPLE_WORKLOADS {
+        let gone = poll(Duration::from_secs(3), || {
+            tcx_programs(&sbx, ifname).ok().filter(|p| p.is_empty())
+        });
+        if let Some((_, t)) = gone {
+            println!("tcx programs on {ifname} detached {t:?} after cleanup");
+        }
         let progs = tcx_programs(&sbx, ifname)?;
         assert!(
             progs.is_empty(),
