@@ -21,6 +21,13 @@ pub const MAP_LB4_SVC: &str = "kld_lb4_svc";
 pub const MAP_LB4_BE: &str = "kld_lb4_be";
 /// Reverse NAT: `u16` rev_nat_index → [`Lb4ReverseNat`].
 pub const MAP_LB4_RNAT: &str = "kld_lb4_rnat";
+/// Client-IP affinity: [`Lb4AffinityKey`] → [`Lb4AffinityValue`] (LRU).
+pub const MAP_LB4_AFFIN: &str = "kld_lb4_affin";
+/// Round-robin counters: array, `u32` rev_nat_index → `u32` counter.
+pub const MAP_LB4_RR: &str = "kld_lb4_rr";
+/// Maglev tables: hash of maps, `u32` rev_nat_index → inner array
+/// (`u32` index → `u32` backend id, [`MAGLEV_INNER_FLAGS`], `KLD_MAGLEV_M` entries).
+pub const MAP_LB4_MAGLEV: &str = "kld_lb4_maglev";
 /// Socket LB reverse translation: [`SockRnatKey`] → [`SockRnatValue`] (LRU).
 pub const MAP_SOCK_RNAT: &str = "kld_sock_rnat";
 /// IP/CIDR → identity: LPM trie [`IpcacheKey`] → [`IpcacheValue`].
@@ -43,6 +50,9 @@ pub const MAP_NAMES: &[&str] = &[
     MAP_LB4_SVC,
     MAP_LB4_BE,
     MAP_LB4_RNAT,
+    MAP_LB4_AFFIN,
+    MAP_LB4_RR,
+    MAP_LB4_MAGLEV,
     MAP_SOCK_RNAT,
     MAP_IPCACHE,
     MAP_ENDPOINTS,
@@ -76,6 +86,15 @@ pub const EVENTS_BYTES: u32 = 1 << 20;
 pub const MAX_METRICS: u32 = 1024;
 /// `kld_counters` slots.
 pub const MAX_COUNTERS: u32 = 16;
+/// `kld_lb4_affin` max entries.
+pub const MAX_LB4_AFFIN: u32 = 262_144;
+/// `kld_lb4_maglev` (outer) max entries: services with a Maglev table.
+pub const MAX_LB4_MAGLEV: u32 = 65_536;
+/// Size of the `kld_lb4_maglev` inner template and default of [`KNOB_MAGLEV_M`].
+pub const MAGLEV_M_DEFAULT: u32 = 16_381;
+/// `map_flags` every inner Maglev array must be created with (`BPF_F_INNER_MAP`,
+/// so its size may differ from the template's; the kernel requires equal flags).
+pub const MAGLEV_INNER_FLAGS: u32 = 1 << 12;
 
 // ---- load-time knobs (`volatile const` globals; set with override_global) --
 /// `u32`, host order: identity of this node.
@@ -90,6 +109,27 @@ pub const KNOB_CT_LIFETIME_TCP_SEC: &str = "KLD_CT_LIFETIME_TCP_SEC";
 pub const KNOB_CT_LIFETIME_NONTCP_SEC: &str = "KLD_CT_LIFETIME_NONTCP_SEC";
 /// `u32`, seconds: conntrack lifetime after FIN/RST (default 10).
 pub const KNOB_CT_CLOSE_TIMEOUT_SEC: &str = "KLD_CT_CLOSE_TIMEOUT_SEC";
+/// `u32`: Maglev table size M (prime; default [`MAGLEV_M_DEFAULT`]); every inner
+/// array of `kld_lb4_maglev` must have exactly M entries.
+pub const KNOB_MAGLEV_M: &str = "KLD_MAGLEV_M";
+/// `u32`, network order (`u32::from(ip).to_be()`): source address of hairpinned
+/// flows (default 169.254.42.1).
+pub const KNOB_HAIRPIN_IP: &str = "KLD_HAIRPIN_IP";
+/// `u32`: 1 (default) = socket LB refuses a service without backends with
+/// ECONNREFUSED (`bpf_set_retval`, Linux ≥ 5.18); 0 = EPERM.
+pub const KNOB_SOCK_ECONNREFUSED: &str = "KLD_SOCK_ECONNREFUSED";
+/// Every knob, for loaders that set them all.
+pub const KNOBS: &[&str] = &[
+    KNOB_NODE_IDENTITY,
+    KNOB_EVENTS_ENABLED,
+    KNOB_EVENT_INTERVAL_SEC,
+    KNOB_CT_LIFETIME_TCP_SEC,
+    KNOB_CT_LIFETIME_NONTCP_SEC,
+    KNOB_CT_CLOSE_TIMEOUT_SEC,
+    KNOB_MAGLEV_M,
+    KNOB_HAIRPIN_IP,
+    KNOB_SOCK_ECONNREFUSED,
+];
 
 // ---- well-known identities, families, directions --------------------------
 /// No identity known.
@@ -166,12 +206,21 @@ pub const POLICY_F_AUDIT: u8 = 1 << 0;
 pub const CT_DIR_INGRESS: u8 = 0;
 /// [`Ct4Key::flags`]: flow opened by the endpoint (seen first by from_ep).
 pub const CT_DIR_EGRESS: u8 = 1;
-/// [`Ct4Key::flags`]: per-packet LB entry (reserved).
+/// [`Ct4Key::flags`]: per-packet LB entry: original tuple (client → frontend) →
+/// [`CtEntry::backend_id`] / [`CtEntry::rev_nat_index`].
 pub const CT_DIR_SERVICE: u8 = 2;
 /// [`CtEntry::flags`]: a reply was seen.
 pub const CT_F_SEEN_REPLY: u8 = 1 << 0;
 /// [`CtEntry::flags`]: FIN or RST seen.
 pub const CT_F_CLOSING: u8 = 1 << 1;
+/// [`CtEntry::flags`]: flow translated at an uplink (NodePort / LB IP / external IP).
+pub const CT_F_NORTH_SOUTH: u8 = 1 << 2;
+/// [`CtEntry::flags`]: hairpin flow (backend is the client), source NATed to
+/// [`KNOB_HAIRPIN_IP`].
+pub const CT_F_HAIRPIN: u8 = 1 << 3;
+/// `skb->mark` of hairpin packets redirected back out of their interface;
+/// `kld_to_ep` passes and clears it.
+pub const MARK_HAIRPIN: u32 = 0x6b6c_0001;
 
 // ---- events -----------------------------------------------------------------
 /// Event type ([`FlowEvent::r#type`]): trace.
@@ -214,7 +263,7 @@ pub const CTR_EVENTS_LOST: u32 = 0;
 pub const CTR_CT_CREATE_FAIL: u32 = 1;
 /// Socket LB: slot or backend missing (mid-update); address left untouched.
 pub const CTR_SOCK_LB_MISS: u32 = 2;
-/// Socket LB: service without active backends; syscall refused (EPERM).
+/// Socket LB: service without active backends; syscall refused (ECONNREFUSED).
 pub const CTR_SOCK_LB_NO_BE: u32 = 3;
 /// Socket LB: kld_sock_rnat update failed.
 pub const CTR_SOCK_RNAT_FAIL: u32 = 4;
@@ -222,8 +271,22 @@ pub const CTR_SOCK_RNAT_FAIL: u32 = 4;
 pub const CTR_PARSE_ERROR: u32 = 5;
 /// kld_metrics full.
 pub const CTR_METRICS_FAIL: u32 = 6;
+/// tc: new flow translated to a backend.
+pub const CTR_LB_NEW_FLOW: u32 = 7;
+/// tc: packets DNATed to a backend.
+pub const CTR_LB_XLATE: u32 = 8;
+/// tc: packets reverse-NATed to the frontend.
+pub const CTR_LB_RNAT: u32 = 9;
+/// tc: packets dropped, service without active backend.
+pub const CTR_LB_NO_BE: u32 = 10;
+/// tc: slot or backend missing (mid-update); packet passed untranslated.
+pub const CTR_LB_MISS: u32 = 11;
+/// tc: a rewrite helper failed; packet dropped.
+pub const CTR_NAT_FAIL: u32 = 12;
+/// tc: reply of a translated flow whose `kld_lb4_rnat` entry is gone.
+pub const CTR_LB_RNAT_MISS: u32 = 13;
 /// Number of counters in use.
-pub const CTR_COUNT: u32 = 7;
+pub const CTR_COUNT: u32 = 14;
 
 macro_rules! pod {
     ($($t:ty),* $(,)?) => {
@@ -284,6 +347,30 @@ pub struct Lb4Backend {
     pub proto: u8,
     /// `BE_*`.
     pub state: u8,
+}
+
+/// `kld_lb4_affin` key: one client of one service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Lb4AffinityKey {
+    /// Network order: client address (0 for socket LB: per node).
+    pub client: u32,
+    /// Host order: the service's rev_nat_index.
+    pub rev_nat_index: u16,
+    /// Zero.
+    pub pad: [u8; 2],
+}
+
+/// `kld_lb4_affin` value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Lb4AffinityValue {
+    /// Host order: `CLOCK_MONOTONIC` ns of the last selection (bpf_ktime_get_ns).
+    pub last_used_ns: u64,
+    /// Host order: backend id in `kld_lb4_be`.
+    pub backend_id: u32,
+    /// Zero.
+    pub pad: [u8; 4],
 }
 
 /// `kld_lb4_rnat` value (key: `u16` rev_nat_index, host order).
@@ -588,6 +675,8 @@ pod!(
     Lb4Service,
     Lb4Backend,
     Lb4ReverseNat,
+    Lb4AffinityKey,
+    Lb4AffinityValue,
     SockRnatKey,
     SockRnatValue,
     IpcacheKey,

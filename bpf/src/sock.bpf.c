@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-/* Socket-level service LB: cgroup sock_addr entry points (see lb.h). */
+/* Socket-level service LB: cgroup sock_addr entry points (see sock_lb.h). */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
-#include "kldnet/lb.h"
+#include "kldnet/sock_lb.h"
 
 SEC("cgroup/connect4")
 int kld_sock4_connect(struct bpf_sock_addr *ctx)

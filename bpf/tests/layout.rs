@@ -40,6 +40,8 @@ fn rust_layouts() -> Vec<Layout> {
             backend_id, count, rev_nat_index, flags, algorithm, total, affinity_timeout_sec
         }),
         layout!(Lb4Backend => "lb4_backend" { address, port, proto, state }),
+        layout!(Lb4AffinityKey => "lb4_affinity_key" { client, rev_nat_index, pad }),
+        layout!(Lb4AffinityValue => "lb4_affinity_value" { last_used_ns, backend_id, pad }),
         layout!(Lb4ReverseNat => "lb4_reverse_nat" { address, port, pad }),
         layout!(SockRnatKey => "sock_rnat_key" { cookie, address, port, pad }),
         layout!(SockRnatValue => "sock_rnat_value" { address, port, rev_nat_index }),
@@ -202,6 +204,9 @@ fn rust_constants() -> Vec<(&'static str, u64)> {
         c!(EVENTS_BYTES),
         c!(MAX_METRICS),
         c!(MAX_COUNTERS),
+        c!(MAX_LB4_AFFIN),
+        c!(MAX_LB4_MAGLEV),
+        c!(MAGLEV_M_DEFAULT),
         c!(ID_UNKNOWN),
         c!(ID_HOST),
         c!(ID_WORLD),
@@ -239,6 +244,9 @@ fn rust_constants() -> Vec<(&'static str, u64)> {
         c!(CT_DIR_SERVICE),
         c!(CT_F_SEEN_REPLY),
         c!(CT_F_CLOSING),
+        c!(CT_F_NORTH_SOUTH),
+        c!(CT_F_HAIRPIN),
+        c!(MARK_HAIRPIN),
         c!(EVENT_TRACE),
         c!(EVENT_DROP),
         c!(EVENT_POLICY_VERDICT),
@@ -262,6 +270,13 @@ fn rust_constants() -> Vec<(&'static str, u64)> {
         c!(CTR_SOCK_RNAT_FAIL),
         c!(CTR_PARSE_ERROR),
         c!(CTR_METRICS_FAIL),
+        c!(CTR_LB_NEW_FLOW),
+        c!(CTR_LB_XLATE),
+        c!(CTR_LB_RNAT),
+        c!(CTR_LB_NO_BE),
+        c!(CTR_LB_MISS),
+        c!(CTR_NAT_FAIL),
+        c!(CTR_LB_RNAT_MISS),
         c!(CTR_COUNT),
     ]
 }
@@ -295,4 +310,24 @@ fn rust_constants_match_c_defines() {
     }
     src += "  return 0;\n}\n";
     assert_eq!(run_c(&src), expected, "abi.rs constants differ from abi.h");
+}
+
+/// Every `volatile const` knob in common.h is listed in `abi::KNOBS` and back.
+#[test]
+fn knobs_match_common_h() {
+    let h = std::fs::read_to_string(include_dir().join("kldnet/common.h")).unwrap();
+    let c: Vec<&str> = h
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("volatile const __u32 ")?
+                .split_whitespace()
+                .next()
+        })
+        .collect();
+    assert!(!c.is_empty());
+    let mut c_sorted = c.clone();
+    c_sorted.sort_unstable();
+    let mut rust = abi::KNOBS.to_vec();
+    rust.sort_unstable();
+    assert_eq!(rust, c_sorted, "abi::KNOBS differs from common.h knobs");
 }

@@ -92,6 +92,13 @@ fn load_object(pins: &Path, name: &str, bytes: &[u8]) -> Ebpf {
         .override_global(KNOB_CT_LIFETIME_TCP_SEC, &21600u32, true)
         .override_global(KNOB_CT_LIFETIME_NONTCP_SEC, &60u32, true)
         .override_global(KNOB_CT_CLOSE_TIMEOUT_SEC, &10u32, true)
+        .override_global(KNOB_MAGLEV_M, &MAGLEV_M_DEFAULT, true)
+        .override_global(
+            KNOB_HAIRPIN_IP,
+            &u32::from(Ipv4Addr::new(169, 254, 42, 1)).to_be(),
+            true,
+        )
+        .override_global(KNOB_SOCK_ECONNREFUSED, &1u32, true)
         .load(bytes)
         .unwrap_or_else(|e| panic!("load {name}: {e:?}"));
     for (prog_name, prog) in ebpf.programs_mut() {
@@ -118,7 +125,9 @@ fn map_id(ebpf: &Ebpf, name: &str) -> u32 {
         | aya::maps::Map::LpmTrie(m)
         | aya::maps::Map::RingBuf(m)
         | aya::maps::Map::PerCpuHashMap(m)
-        | aya::maps::Map::PerCpuArray(m) => m,
+        | aya::maps::Map::PerCpuArray(m)
+        | aya::maps::Map::Array(m)
+        | aya::maps::Map::HashOfMaps(m) => m,
         other => panic!("unexpected map type for {name}: {other:?}"),
     };
     data.info().expect("map info").id()
@@ -301,7 +310,7 @@ impl Drop for Child {
 }
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
-/// A service with no active backend: connect() must fail with EPERM.
+/// A service with no active backend: connect() must fail with ECONNREFUSED.
 const EMPTY_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 11);
 
 fn insert_service(
@@ -484,8 +493,8 @@ fn sock_lb_translates_in_cgroup() {
         "getpeername must show the VIP; child said:\n{out}"
     );
     assert!(
-        out.contains(&format!("EMPTY errno {}", libc::EPERM)),
-        "empty service must refuse with EPERM; child said:\n{out}"
+        out.contains(&format!("EMPTY errno {}", libc::ECONNREFUSED)),
+        "empty service must refuse with ECONNREFUSED; child said:\n{out}"
     );
     assert!(
         out.contains(&format!("UDP_FROM {VIP}:53 ping")),

@@ -53,6 +53,16 @@
 #ifndef KLD_MAX_COUNTERS
 #define KLD_MAX_COUNTERS 16
 #endif
+#ifndef KLD_MAX_LB4_AFFIN
+#define KLD_MAX_LB4_AFFIN 262144
+#endif
+#ifndef KLD_MAX_LB4_MAGLEV /* outer kld_lb4_maglev: one inner table per service */
+#define KLD_MAX_LB4_MAGLEV 65536
+#endif
+/* Size of the kld_lb4_maglev inner template (prime). Only a default: the
+ * template carries BPF_F_INNER_MAP, so inner arrays of any size are accepted;
+ * the datapath indexes them modulo the KLD_MAGLEV_M knob. */
+#define KLD_MAGLEV_M_DEFAULT 16381
 
 /* ---- well-known identities (host order) ---------------------------------- */
 #define KLD_ID_UNKNOWN 0
@@ -117,6 +127,24 @@ struct lb4_backend {
 	__be16 port;    /* network order: backend port */
 	__u8 proto;     /* IPPROTO_* */
 	__u8 state;     /* KLD_BE_* */
+};
+
+/*
+ * kld_lb4_affin key: client-IP session affinity, one entry per {client,
+ * service}. Socket LB has no source address before connect(), so it uses
+ * client 0 ("this node").
+ */
+struct lb4_affinity_key {
+	__be32 client;       /* network order: client IPv4 address (0: socket LB) */
+	__u16 rev_nat_index; /* host order: the service's rev_nat_index */
+	__u8 pad[2];         /* zero */
+};
+
+/* kld_lb4_affin value. */
+struct lb4_affinity_value {
+	__u64 last_used_ns; /* host order: bpf_ktime_get_ns() of the last selection */
+	__u32 backend_id;   /* host order: id in kld_lb4_be */
+	__u8 pad[4];        /* zero */
 };
 
 /* kld_lb4_rnat value; key is __u16 rev_nat_index (host order). */
@@ -210,7 +238,7 @@ struct policy_entry {
 /* ct4_key.flags: which hook owns the entry (the original direction). */
 #define KLD_CT_DIR_INGRESS 0 /* flow opened towards the endpoint (to_ep) */
 #define KLD_CT_DIR_EGRESS 1  /* flow opened by the endpoint (from_ep) */
-#define KLD_CT_DIR_SERVICE 2 /* per-packet LB entry (reserved) */
+#define KLD_CT_DIR_SERVICE 2 /* per-packet LB: original tuple -> backend */
 
 struct ct4_key {
 	__be32 saddr; /* network order: original-direction source */
@@ -224,6 +252,8 @@ struct ct4_key {
 
 #define KLD_CT_F_SEEN_REPLY (1 << 0)
 #define KLD_CT_F_CLOSING (1 << 1) /* FIN or RST seen */
+#define KLD_CT_F_NORTH_SOUTH (1 << 2) /* translated at an uplink (from_netdev) */
+#define KLD_CT_F_HAIRPIN (1 << 3)     /* backend is the client: source NATed too */
 
 struct ct_entry {
 	__u64 expires_ns;     /* host order: bpf_ktime_get_ns() deadline */
@@ -236,6 +266,10 @@ struct ct_entry {
 	__u8 flags;           /* KLD_CT_F_* */
 	__u8 pad[3];          /* zero */
 };
+
+/* skb->mark of a hairpin packet bpf_redirect()ed back out of the interface
+ * it came from: kld_to_ep passes (and clears) it without tracking it again. */
+#define KLD_MARK_HAIRPIN 0x6b6c0001
 
 /* ---- events -------------------------------------------------------------- */
 #define KLD_EVENT_TRACE 1
@@ -299,15 +333,24 @@ struct metrics_value {
 #define KLD_CTR_EVENTS_LOST 0     /* ringbuf reserve failed */
 #define KLD_CTR_CT_CREATE_FAIL 1  /* kld_ct4 update failed */
 #define KLD_CTR_SOCK_LB_MISS 2    /* service slot/backend missing (mid-update) */
-#define KLD_CTR_SOCK_LB_NO_BE 3   /* service had no active backend: refused */
+#define KLD_CTR_SOCK_LB_NO_BE 3   /* no active backend: refused (ECONNREFUSED) */
 #define KLD_CTR_SOCK_RNAT_FAIL 4  /* kld_sock_rnat update failed */
 #define KLD_CTR_PARSE_ERROR 5     /* truncated header */
 #define KLD_CTR_METRICS_FAIL 6    /* kld_metrics full */
-#define KLD_CTR_COUNT 7
+#define KLD_CTR_LB_NEW_FLOW 7     /* tc: new flow translated to a backend */
+#define KLD_CTR_LB_XLATE 8        /* tc: packets DNATed to a backend */
+#define KLD_CTR_LB_RNAT 9         /* tc: packets reverse-NATed to the frontend */
+#define KLD_CTR_LB_NO_BE 10       /* tc: dropped, service without active backend */
+#define KLD_CTR_LB_MISS 11        /* tc: slot/backend missing (mid-update): passed as is */
+#define KLD_CTR_NAT_FAIL 12       /* tc: rewrite helper failed: dropped */
+#define KLD_CTR_LB_RNAT_MISS 13   /* tc: reply of a translated flow, kld_lb4_rnat entry gone */
+#define KLD_CTR_COUNT 14
 
 _Static_assert(sizeof(struct lb4_key) == 12, "lb4_key");
 _Static_assert(sizeof(struct lb4_service) == 16, "lb4_service");
 _Static_assert(sizeof(struct lb4_backend) == 8, "lb4_backend");
+_Static_assert(sizeof(struct lb4_affinity_key) == 8, "lb4_affinity_key");
+_Static_assert(sizeof(struct lb4_affinity_value) == 16, "lb4_affinity_value");
 _Static_assert(sizeof(struct lb4_reverse_nat) == 8, "lb4_reverse_nat");
 _Static_assert(sizeof(struct sock_rnat_key) == 16, "sock_rnat_key");
 _Static_assert(sizeof(struct sock_rnat_value) == 8, "sock_rnat_value");

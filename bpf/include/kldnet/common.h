@@ -5,6 +5,7 @@
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 
 #include "abi.h"
 #include "maps.h"
@@ -20,6 +21,15 @@ volatile const __u32 KLD_EVENT_INTERVAL_SEC = 5;        /* re-report a flow at m
 volatile const __u32 KLD_CT_LIFETIME_TCP_SEC = 21600;   /* idle TCP flow lifetime */
 volatile const __u32 KLD_CT_LIFETIME_NONTCP_SEC = 60;   /* idle UDP/ICMP/other lifetime */
 volatile const __u32 KLD_CT_CLOSE_TIMEOUT_SEC = 10;     /* after FIN/RST */
+/* Maglev table size M (prime): every inner array of kld_lb4_maglev has M
+ * entries and flows index it with hash % M. */
+volatile const __u32 KLD_MAGLEV_M = KLD_MAGLEV_M_DEFAULT;
+/* Network order: source address given to hairpinned flows (the backend is
+ * the client) so the workload accepts the packet; default 169.254.42.1. */
+volatile const __u32 KLD_HAIRPIN_IP = __bpf_constant_htonl(0xa9fe2a01);
+/* 1: socket LB refuses a service without backends with ECONNREFUSED via
+ * bpf_set_retval() (Linux >= 5.18); 0: plain reject, the syscall sees EPERM. */
+volatile const __u32 KLD_SOCK_ECONNREFUSED = 1;
 
 #define KLD_NSEC_PER_SEC 1000000000ULL
 

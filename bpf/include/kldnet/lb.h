@@ -1,111 +1,158 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * Socket-level IPv4 service load balancing (cgroup sock_addr hooks):
- * connect()/sendmsg() to a service VIP are rewritten to one backend before
- * the kernel routes anything, so no per-packet NAT is needed for host
- * processes; recvmsg()/getpeername() translate the backend back to the VIP.
+ * Backend selection, shared by socket LB (sock_lb.h) and per-packet LB at tc
+ * (lb_xlate.h): service master entry -> one active backend.
+ *
+ *   count == 0                      no backend (caller refuses or drops);
+ *   SVC_F_AFFINITY + timeout > 0    the client's remembered backend while it
+ *                                   is within the timeout and still active;
+ *   LB_ALG_MAGLEV                   kld_lb4_maglev[rev_nat_index][hash % M]
+ *                                   (random when the table is missing);
+ *   LB_ALG_ROUND_ROBIN              slot kld_lb4_rr[rev_nat_index]++ % count + 1;
+ *   LB_ALG_RANDOM (and unknown)     slot prandom % count + 1.
+ *
+ * Only slots 1..count (active) are ever picked; slots count+1..total hold
+ * terminating backends, which keep existing flows (conntrack) but get no
+ * new ones. The daemon repeats a backend id in several slots to weight it.
  */
 #ifndef KLDNET_LB_H
 #define KLDNET_LB_H
 
-#include <linux/in.h>
-
 #include "common.h"
+#include "hash.h"
 
-#define KLD_SOCK_PASS 1   /* let the syscall proceed */
-#define KLD_SOCK_REJECT 0 /* connect()/sendmsg() fail with EPERM */
+enum kld_lb_result {
+	KLD_LB_OK = 0,
+	KLD_LB_NO_BACKEND = 1, /* service has no active backend */
+	KLD_LB_MISS = 2,       /* slot or backend missing (daemon mid-update) */
+};
 
-/*
- * Forward translation for connect4/sendmsg4.
- *  - not a service: untouched;
- *  - service without active backends: rejected (the syscall returns EPERM,
- *    the closest a cgroup hook can get to Cilium's "no backend" drop);
- *  - otherwise a random active slot 1..count is picked and the socket's
- *    destination becomes that backend; the VIP is remembered per socket
- *    cookie in kld_sock_rnat for the reverse hooks.
- * A slot or backend missing mid-update leaves the address untouched.
- */
-static __always_inline int kld_sock4_fwd(struct bpf_sock_addr *ctx)
+/* Master entry of the service behind {addr, port, proto}, scope external. */
+static __always_inline struct lb4_service *kld_lb4_service(struct lb4_key *key, __be32 addr,
+							    __be16 port, __u8 proto)
 {
-	struct lb4_key key = {
-		.address = ctx->user_ip4,
-		.dport = (__be16)ctx->user_port,
-		.proto = (__u8)ctx->protocol,
-		.scope = KLD_SCOPE_EXTERNAL,
-		.backend_slot = 0,
-	};
-	struct sock_rnat_key rkey = {};
-	struct sock_rnat_value rval = {};
-	struct lb4_service *svc;
-	struct lb4_backend *be;
-	__u32 backend_id;
-	__u16 count;
+	key->address = addr;
+	key->dport = port;
+	key->proto = proto;
+	key->scope = KLD_SCOPE_EXTERNAL;
+	key->backend_slot = 0;
+	key->pad[0] = 0;
+	key->pad[1] = 0;
+	return bpf_map_lookup_elem(&kld_lb4_svc, key);
+}
 
-	svc = bpf_map_lookup_elem(&kld_lb4_svc, &key);
-	if (!svc)
-		return KLD_SOCK_PASS;
-	count = svc->count;
-	if (count == 0) {
-		kld_count(KLD_CTR_SOCK_LB_NO_BE);
-		return KLD_SOCK_REJECT;
+static __always_inline struct lb4_backend *kld_lb4_backend(__u32 backend_id)
+{
+	return bpf_map_lookup_elem(&kld_lb4_be, &backend_id);
+}
+
+/* Backend id in one slot of the service (0 when the slot is missing). */
+static __always_inline __u32 kld_lb4_slot_backend(const struct lb4_key *master, __u16 slot)
+{
+	struct lb4_key key = *master;
+	struct lb4_service *s;
+
+	key.backend_slot = slot;
+	s = bpf_map_lookup_elem(&kld_lb4_svc, &key);
+	return s ? s->backend_id : 0;
+}
+
+/* Active slot 1..count for a new flow (count > 0). */
+static __always_inline __u16 kld_lb4_pick_slot(const struct lb4_service *svc)
+{
+	__u32 count = svc->count;
+
+	if (svc->algorithm == KLD_LB_ALG_ROUND_ROBIN) {
+		__u32 idx = svc->rev_nat_index;
+		__u32 *ctr = bpf_map_lookup_elem(&kld_lb4_rr, &idx);
+
+		if (ctr)
+			return (__u16)(__sync_fetch_and_add(ctr, 1) % count) + 1;
 	}
-	rval.address = key.address;
-	rval.port = key.dport;
-	rval.rev_nat_index = svc->rev_nat_index;
+	return (__u16)(bpf_get_prandom_u32() % count) + 1;
+}
 
-	key.backend_slot = (__u16)(bpf_get_prandom_u32() % count) + 1;
-	svc = bpf_map_lookup_elem(&kld_lb4_svc, &key);
-	if (!svc) {
-		kld_count(KLD_CTR_SOCK_LB_MISS);
-		return KLD_SOCK_PASS;
-	}
-	backend_id = svc->backend_id;
-	be = bpf_map_lookup_elem(&kld_lb4_be, &backend_id);
-	if (!be) {
-		kld_count(KLD_CTR_SOCK_LB_MISS);
-		return KLD_SOCK_PASS;
-	}
+/* Backend id from the service's Maglev table, 0 when there is none. */
+static __always_inline __u32 kld_lb4_maglev_pick(const struct lb4_service *svc, __u32 hash)
+{
+	__u32 outer = svc->rev_nat_index;
+	__u32 m = KLD_MAGLEV_M;
+	__u32 idx, *id;
+	void *table;
 
-	rkey.cookie = bpf_get_socket_cookie(ctx);
-	rkey.address = be->address;
-	rkey.port = be->port;
-	if (bpf_map_update_elem(&kld_sock_rnat, &rkey, &rval, BPF_ANY))
-		kld_count(KLD_CTR_SOCK_RNAT_FAIL);
-
-	ctx->user_ip4 = be->address;
-	ctx->user_port = (__u32)be->port;
-	return KLD_SOCK_PASS;
+	if (m == 0)
+		return 0;
+	table = bpf_map_lookup_elem(&kld_lb4_maglev, &outer);
+	if (!table)
+		return 0;
+	idx = hash % m;
+	id = bpf_map_lookup_elem(table, &idx);
+	return id ? *id : 0;
 }
 
 /*
- * Reverse translation for recvmsg4/getpeername4: a peer address that this
- * socket reached through a service is shown as the service VIP:port. If
- * the service is gone the mapping is dropped and the backend shows through.
+ * Choose a backend for a new flow (or new socket) of the service whose
+ * master entry is svc (key: its master key). client keys affinity; hash
+ * feeds Maglev. On KLD_LB_OK, *backend_id and *be are set.
  */
-static __always_inline int kld_sock4_rev(struct bpf_sock_addr *ctx)
+static __always_inline enum kld_lb_result kld_lb4_select(const struct lb4_key *key,
+							 const struct lb4_service *svc,
+							 __be32 client, __u32 hash, __u64 now,
+							 __u32 *backend_id, struct lb4_backend **be)
 {
-	struct sock_rnat_key rkey = {};
-	struct sock_rnat_value *rval;
-	struct lb4_key key = {};
+	struct lb4_affinity_key akey = {
+		.client = client,
+		.rev_nat_index = svc->rev_nat_index,
+	};
+	__u64 timeout_ns = (__u64)svc->affinity_timeout_sec * KLD_NSEC_PER_SEC;
+	int affinity = (svc->flags & KLD_SVC_F_AFFINITY) && timeout_ns;
+	struct lb4_backend *b = NULL;
+	__u32 id = 0;
 
-	rkey.cookie = bpf_get_socket_cookie(ctx);
-	rkey.address = ctx->user_ip4;
-	rkey.port = (__be16)ctx->user_port;
-	rval = bpf_map_lookup_elem(&kld_sock_rnat, &rkey);
-	if (!rval)
-		return KLD_SOCK_PASS;
+	if (svc->count == 0)
+		return KLD_LB_NO_BACKEND;
 
-	key.address = rval->address;
-	key.dport = rval->port;
-	key.proto = (__u8)ctx->protocol;
-	key.scope = KLD_SCOPE_EXTERNAL;
-	if (!bpf_map_lookup_elem(&kld_lb4_svc, &key)) {
-		bpf_map_delete_elem(&kld_sock_rnat, &rkey);
-		return KLD_SOCK_PASS;
+	if (affinity) {
+		struct lb4_affinity_value *av = bpf_map_lookup_elem(&kld_lb4_affin, &akey);
+
+		if (av && now - av->last_used_ns <= timeout_ns) {
+			id = av->backend_id;
+			b = kld_lb4_backend(id);
+			if (b && b->state == KLD_BE_ACTIVE) {
+				av->last_used_ns = now;
+				*backend_id = id;
+				*be = b;
+				return KLD_LB_OK;
+			}
+			b = NULL;
+		}
 	}
-	ctx->user_ip4 = rval->address;
-	ctx->user_port = (__u32)rval->port;
-	return KLD_SOCK_PASS;
+
+	if (svc->algorithm == KLD_LB_ALG_MAGLEV) {
+		id = kld_lb4_maglev_pick(svc, hash);
+		if (id) {
+			b = kld_lb4_backend(id);
+			if (b && b->state != KLD_BE_ACTIVE)
+				b = NULL; /* table not rebuilt yet: fall back */
+		}
+	}
+	if (!b) {
+		id = kld_lb4_slot_backend(key, kld_lb4_pick_slot(svc));
+		if (!id)
+			return KLD_LB_MISS;
+		b = kld_lb4_backend(id);
+		if (!b)
+			return KLD_LB_MISS;
+	}
+
+	if (affinity) {
+		struct lb4_affinity_value nv = { .last_used_ns = now, .backend_id = id };
+
+		bpf_map_update_elem(&kld_lb4_affin, &akey, &nv, BPF_ANY);
+	}
+	*backend_id = id;
+	*be = b;
+	return KLD_LB_OK;
 }
 
 #endif /* KLDNET_LB_H */

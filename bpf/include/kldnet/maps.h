@@ -14,7 +14,7 @@
 #include "abi.h"
 
 /* Services: {VIP, port, proto, scope, slot} -> master entry or backend slot;
- * read by socket LB now and by per-packet LB later. */
+ * read by socket LB (sock.bpf.c) and per-packet LB (datapath.bpf.c). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct lb4_key);
@@ -42,6 +42,47 @@ struct {
 	__uint(max_entries, KLD_MAX_LB4_RNAT);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kld_lb4_rnat SEC(".maps");
+
+/* {client, service} -> last backend and when it was used: client-IP session
+ * affinity (SVC_F_AFFINITY). LRU: clients come and go, nobody deletes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct lb4_affinity_key);
+	__type(value, struct lb4_affinity_value);
+	__uint(max_entries, KLD_MAX_LB4_AFFIN);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kld_lb4_affin SEC(".maps");
+
+/* rev_nat_index -> round-robin counter (LB_ALG_ROUND_ROBIN). An array so
+ * the datapath never creates entries; shared by all CPUs (atomic add). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, KLD_MAX_LB4_RNAT);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kld_lb4_rr SEC(".maps");
+
+/* Maglev inner table template: index -> backend id. BPF_F_INNER_MAP lets
+ * the daemon insert arrays of another size (the KLD_MAGLEV_M knob); they
+ * must carry the same flag and key/value sizes. */
+struct kld_maglev_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, KLD_MAGLEV_M_DEFAULT);
+	__uint(map_flags, BPF_F_INNER_MAP);
+};
+
+/* rev_nat_index (widened to __u32) -> that service's Maglev table. One
+ * outer slot per service so a new table is swapped in atomically. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__type(key, __u32);
+	__uint(max_entries, KLD_MAX_LB4_MAGLEV);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct kld_maglev_inner);
+} kld_lb4_maglev SEC(".maps");
 
 /* {socket cookie, backend} -> VIP: filled by connect4/sendmsg4 so that
  * recvmsg4/getpeername4 show applications the address they asked for.

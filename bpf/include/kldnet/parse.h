@@ -25,6 +25,7 @@ struct kld_pkt4 {
 	__u8 fragment; /* 1: non-first fragment, ports unknown (0) */
 	__u8 pad;
 	__u32 len;     /* skb->len */
+	__u32 l4_off;  /* offset of the L4 header from skb->data */
 };
 
 enum kld_parse_result {
@@ -73,6 +74,7 @@ static __always_inline enum kld_parse_result kld_parse(struct __sk_buff *skb, st
 	p->tcp_flags = 0;
 	p->fragment = 0;
 	p->pad = 0;
+	p->l4_off = 0;
 
 	if (ip->frag_off & bpf_htons(KLD_IP_OFFSET_MASK)) {
 		p->fragment = 1;
@@ -80,6 +82,7 @@ static __always_inline enum kld_parse_result kld_parse(struct __sk_buff *skb, st
 	}
 
 	l4 = (void *)ip + ihl;
+	p->l4_off = sizeof(*eth) + ihl;
 	switch (p->proto) {
 	case IPPROTO_TCP: {
 		struct tcphdr *tcp = l4;
