@@ -10,7 +10,9 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::diag::{Diagnostic, closest};
 use crate::source::SourceFile;
-use crate::spec::{Located, Meta, Spec};
+use std::sync::Arc;
+
+use crate::spec::{Located, Meta, Shared, Spec};
 
 /// Sections holding one table (`[node]`).
 const TABLE_SECTIONS: &[&str] = &["node", "encryption", "bandwidth", "flows", "bgp"];
@@ -26,10 +28,10 @@ const ARRAY_SECTIONS: &[&str] = &[
     "route",
 ];
 
-/// One file parsed on its own: its objects (with `meta.file == 0`) and diagnostics.
+/// One file parsed on its own: its objects and diagnostics.
 #[derive(Clone, Debug)]
 pub struct ParsedFile {
-    pub file: SourceFile,
+    pub file: Arc<SourceFile>,
     spec: Spec,
     diags: Vec<Diagnostic>,
 }
@@ -37,6 +39,7 @@ pub struct ParsedFile {
 /// Parses one file. Pure: the result depends only on the file's path and text, so it can
 /// be cached across reloads while the text is unchanged.
 pub fn parse_file(file: SourceFile) -> ParsedFile {
+    let file = Arc::new(file);
     let mut spec = Spec::default();
     let mut diags = Vec::new();
     parse_into(&mut spec, &file, &mut diags);
@@ -45,68 +48,41 @@ pub fn parse_file(file: SourceFile) -> ParsedFile {
 
 /// Combines parsed files (in precedence order) into one `Spec`; a single-table section
 /// (`[node]`, …) in two files is reported with both places.
-pub fn merge(parsed: &[std::sync::Arc<ParsedFile>], diags: &mut Vec<Diagnostic>) -> Spec {
+pub fn merge(parsed: &[Arc<ParsedFile>], diags: &mut Vec<Diagnostic>) -> Spec {
     let mut spec = Spec::default();
-    for (index, p) in parsed.iter().enumerate() {
+    for p in parsed {
         diags.extend(p.diags.iter().cloned());
         let f = &p.spec;
-        let files: Vec<&SourceFile> = parsed.iter().map(|p| &p.file).collect();
-        single(&mut spec.node, &f.node, index, "node", &files, diags);
-        single(
-            &mut spec.encryption,
-            &f.encryption,
-            index,
-            "encryption",
-            &files,
-            diags,
-        );
-        single(
-            &mut spec.bandwidth,
-            &f.bandwidth,
-            index,
-            "bandwidth",
-            &files,
-            diags,
-        );
-        single(&mut spec.flows, &f.flows, index, "flows", &files, diags);
-        single(&mut spec.bgp, &f.bgp, index, "bgp", &files, diags);
-        many(&mut spec.endpoints, &f.endpoints, index);
-        many(&mut spec.namespaces, &f.namespaces, index);
-        many(&mut spec.identities, &f.identities, index);
-        many(&mut spec.services, &f.services, index);
-        many(&mut spec.policies, &f.policies, index);
-        many(&mut spec.peers, &f.peers, index);
-        many(&mut spec.lb_pools, &f.lb_pools, index);
-        many(&mut spec.routes, &f.routes, index);
+        single(&mut spec.node, &f.node, "node", diags);
+        single(&mut spec.encryption, &f.encryption, "encryption", diags);
+        single(&mut spec.bandwidth, &f.bandwidth, "bandwidth", diags);
+        single(&mut spec.flows, &f.flows, "flows", diags);
+        single(&mut spec.bgp, &f.bgp, "bgp", diags);
+        spec.endpoints.extend(f.endpoints.iter().cloned());
+        spec.namespaces.extend(f.namespaces.iter().cloned());
+        spec.identities.extend(f.identities.iter().cloned());
+        spec.services.extend(f.services.iter().cloned());
+        spec.policies.extend(f.policies.iter().cloned());
+        spec.peers.extend(f.peers.iter().cloned());
+        spec.lb_pools.extend(f.lb_pools.iter().cloned());
+        spec.routes.extend(f.routes.iter().cloned());
     }
-    spec.files = parsed.iter().map(|p| p.file.clone()).collect();
+    spec.files = parsed.iter().map(|p| Arc::clone(&p.file)).collect();
     spec
 }
 
-fn relocated<T: Clone>(obj: &Located<T>, index: usize) -> Located<T> {
-    let mut o = obj.clone();
-    o.meta.file = index;
-    o
-}
-
-fn many<T: Clone>(out: &mut Vec<Located<T>>, objs: &[Located<T>], index: usize) {
-    out.extend(objs.iter().map(|o| relocated(o, index)));
-}
-
-fn single<T: Clone>(
-    slot: &mut Option<Located<T>>,
-    obj: &Option<Located<T>>,
-    index: usize,
+fn single<T>(
+    slot: &mut Option<Shared<T>>,
+    obj: &Option<Shared<T>>,
     section: &str,
-    files: &[&SourceFile],
     diags: &mut Vec<Diagnostic>,
 ) {
     let Some(obj) = obj else { return };
     if let Some(first) = slot {
-        let first_at = files[first.meta.file].location(first.meta.span.start);
+        let first_at = first.meta.file.location(first.meta.span.start);
         diags.push(
             Diagnostic::error(
-                Some(files[index].location(obj.meta.span.start)),
+                Some(obj.meta.file.location(obj.meta.span.start)),
                 format!("duplicate `[{section}]` section; first defined at {first_at}"),
             )
             .with_help(format!(
@@ -115,10 +91,10 @@ fn single<T: Clone>(
         );
         return;
     }
-    *slot = Some(relocated(obj, index));
+    *slot = Some(Arc::clone(obj));
 }
 
-fn parse_into(spec: &mut Spec, file: &SourceFile, diags: &mut Vec<Diagnostic>) {
+fn parse_into(spec: &mut Spec, file: &Arc<SourceFile>, diags: &mut Vec<Diagnostic>) {
     let root = match DeTable::parse(&file.text) {
         Ok(root) => root,
         Err(e) => {
@@ -168,7 +144,7 @@ fn parse_into(spec: &mut Spec, file: &SourceFile, diags: &mut Vec<Diagnostic>) {
 }
 
 struct Ctx<'a> {
-    file: &'a SourceFile,
+    file: &'a Arc<SourceFile>,
     diags: &'a mut Vec<Diagnostic>,
 }
 
@@ -177,7 +153,7 @@ impl Ctx<'_> {
         mut self,
         section: &str,
         value: Spanned<DeValue<'_>>,
-        slot: &mut Option<Located<T>>,
+        slot: &mut Option<Shared<T>>,
     ) {
         if !value.get_ref().is_table() {
             let at = self.file.location(value.span().start);
@@ -197,7 +173,7 @@ impl Ctx<'_> {
         self,
         section: &str,
         value: Spanned<DeValue<'_>>,
-        out: &mut Vec<Located<T>>,
+        out: &mut Vec<Shared<T>>,
     ) {
         let span = value.span();
         let items = match value.into_inner() {
@@ -230,18 +206,18 @@ impl Ctx<'_> {
         &mut self,
         path: String,
         value: Spanned<DeValue<'_>>,
-    ) -> Option<Located<T>> {
+    ) -> Option<Shared<T>> {
         let span = value.span();
         let section = path.split('[').next().unwrap_or_default().to_string();
         match T::deserialize(ValueDeserializer::from(value)) {
-            Ok(v) => Some(Located {
+            Ok(v) => Some(Arc::new(Located {
                 value: v,
                 meta: Meta {
-                    file: 0,
+                    file: Arc::clone(self.file),
                     span,
                     path: path.into_boxed_str(),
                 },
-            }),
+            })),
             Err(e) => {
                 let at = e.span().unwrap_or(span.clone()).start;
                 let message = first_line(e.message());

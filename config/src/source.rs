@@ -15,7 +15,8 @@ use crate::diag::{Diagnostic, Location};
 #[derive(Clone, Debug)]
 pub struct SourceFile {
     pub path: PathBuf,
-    pub text: String,
+    /// Shared: a parsed file and the spec built from it refer to one copy.
+    pub text: std::sync::Arc<str>,
     line_starts: Vec<usize>,
     /// Span of every value by path (`service[3].addresses[0]`), built on first use.
     field_spans: std::sync::OnceLock<std::collections::HashMap<String, std::ops::Range<usize>>>,
@@ -23,13 +24,13 @@ pub struct SourceFile {
 
 impl SourceFile {
     pub fn new(path: impl Into<PathBuf>, text: impl Into<String>) -> Self {
-        let text = text.into();
+        let text: String = text.into();
         let line_starts = std::iter::once(0)
             .chain(text.match_indices('\n').map(|(i, _)| i + 1))
             .collect();
         SourceFile {
             path: path.into(),
-            text,
+            text: text.into(),
             line_starts,
             field_spans: std::sync::OnceLock::new(),
         }
@@ -154,7 +155,7 @@ mod tests {
         assert!(diags.is_empty());
         let got: Vec<_> = files
             .iter()
-            .map(|f| (f.path.clone(), f.text.clone()))
+            .map(|f| (f.path.clone(), f.text.to_string()))
             .collect();
         assert_eq!(
             got,

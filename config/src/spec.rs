@@ -2,20 +2,30 @@
 //! `Spec`: the whole configuration after parsing, every object with its place.
 
 use std::ops::{Deref, Range};
+use std::sync::Arc;
 
 use crate::diag::Location;
 use crate::schema::*;
 use crate::source::SourceFile;
 
-/// Where an object came from: its file (index into `Spec::files`), its span, and its
-/// path in the file (`node`, `service[3]`), so later checks can point at one of its
-/// values: field spans are looked up lazily, only when a diagnostic needs one.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Where an object came from: its file, its span, and its path in the file (`node`,
+/// `service[3]`), so later checks can point at one of its values: field spans are looked
+/// up lazily, only when a diagnostic needs one.
+#[derive(Clone, Debug)]
 pub struct Meta {
-    pub file: usize,
+    pub file: Arc<SourceFile>,
     pub span: Range<usize>,
     pub path: Box<str>,
 }
+
+impl PartialEq for Meta {
+    fn eq(&self, other: &Meta) -> bool {
+        self.file.path == other.file.path && self.span == other.span && self.path == other.path
+    }
+}
+
+/// A configuration object shared between the parse cache and the specs built from it.
+pub type Shared<T> = Arc<Located<T>>;
 
 /// An object of the configuration and where it was written.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,32 +44,32 @@ impl<T> Deref for Located<T> {
 /// The parsed configuration of all config dirs.
 #[derive(Clone, Debug, Default)]
 pub struct Spec {
-    pub files: Vec<SourceFile>,
-    pub node: Option<Located<Node>>,
-    pub encryption: Option<Located<Encryption>>,
-    pub bandwidth: Option<Located<BandwidthManager>>,
-    pub flows: Option<Located<Flows>>,
-    pub bgp: Option<Located<Bgp>>,
-    pub endpoints: Vec<Located<Endpoint>>,
-    pub namespaces: Vec<Located<Namespace>>,
-    pub identities: Vec<Located<IdentityPin>>,
-    pub services: Vec<Located<Service>>,
-    pub policies: Vec<Located<Policy>>,
-    pub peers: Vec<Located<PeerNode>>,
-    pub lb_pools: Vec<Located<LbPool>>,
-    pub routes: Vec<Located<Route>>,
+    pub files: Vec<Arc<SourceFile>>,
+    pub node: Option<Shared<Node>>,
+    pub encryption: Option<Shared<Encryption>>,
+    pub bandwidth: Option<Shared<BandwidthManager>>,
+    pub flows: Option<Shared<Flows>>,
+    pub bgp: Option<Shared<Bgp>>,
+    pub endpoints: Vec<Shared<Endpoint>>,
+    pub namespaces: Vec<Shared<Namespace>>,
+    pub identities: Vec<Shared<IdentityPin>>,
+    pub services: Vec<Shared<Service>>,
+    pub policies: Vec<Shared<Policy>>,
+    pub peers: Vec<Shared<PeerNode>>,
+    pub lb_pools: Vec<Shared<LbPool>>,
+    pub routes: Vec<Shared<Route>>,
 }
 
 impl Spec {
     /// The place of an object.
     pub fn locate(&self, meta: &Meta) -> Location {
-        self.files[meta.file].location(meta.span.start)
+        meta.file.location(meta.span.start)
     }
 
     /// The place of one of an object's fields (`"addresses[0]"`, `"ports[1].name"`),
     /// falling back to the object.
     pub fn locate_field(&self, meta: &Meta, path: &str) -> Location {
-        let file = &self.files[meta.file];
+        let file = &meta.file;
         file.field_span(&format!("{}.{path}", meta.path))
             .map_or_else(|| self.locate(meta), |span| file.location(span.start))
     }

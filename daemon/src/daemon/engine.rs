@@ -97,6 +97,7 @@ impl Engine {
             }
         };
         self.last = Some(result.clone());
+        release_freed_memory();
         result
     }
 
@@ -117,6 +118,8 @@ impl Engine {
                 self.alloc = compiled.alloc.clone();
                 self.spec = spec;
                 self.compiled = compiled;
+                // `current` now equals the compiled state: keep one copy.
+                self.compiled.state = Default::default();
                 Ok(delta.summary())
             }
             Err(e) => Err(format!("apply failed, previous state restored: {e}")),
@@ -139,4 +142,14 @@ fn render(diags: &Diagnostics) -> Vec<String> {
         .filter(|d| d.severity != Severity::Note)
         .map(|d| d.to_string())
         .collect()
+}
+
+/// Parsing a large config peaks far above what the daemon keeps; hand the freed heap back
+/// to the kernel so the resident size reflects the steady state.
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap pages; no pointers are invalidated.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

@@ -290,7 +290,7 @@ async fn run(paths: Paths, dbus: String) -> Result<()> {
             _ = hup.recv() => { let _ = reloaded.send(daemon.reload("SIGHUP")); }
             Some(()) = changes.recv() => {
                 // Debounce: editors write several times; take the quiet moment after.
-                watch::settle(&mut changes, Duration::from_millis(50)).await;
+                watch::settle(&mut changes, Duration::from_millis(20)).await;
                 let _ = reloaded.send(daemon.reload("config change"));
             }
             _ = watchdog.tick() => sdnotify::watchdog(),
