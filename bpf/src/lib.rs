@@ -20,8 +20,10 @@ pub use abi::ABI_VERSION;
 pub const PROG_FROM_EP: &str = "kld_from_ep";
 /// tc egress of an endpoint's host-side interface: packets to the workload.
 pub const PROG_TO_EP: &str = "kld_to_ep";
-/// tc ingress of an uplink (north-south).
+/// tc ingress of an uplink (north-south): NodePort / LB IP / external IP DNAT.
 pub const PROG_FROM_NETDEV: &str = "kld_from_netdev";
+/// tc egress of an uplink: reverse NAT of north-south replies from remote backends.
+pub const PROG_TO_NETDEV: &str = "kld_to_netdev";
 /// cgroup/connect4: socket LB for connect().
 pub const PROG_SOCK4_CONNECT: &str = "kld_sock4_connect";
 /// cgroup/sendmsg4: socket LB for unconnected UDP sendmsg().
@@ -31,13 +33,13 @@ pub const PROG_SOCK4_RECVMSG: &str = "kld_sock4_recvmsg";
 /// cgroup/getpeername4: backend → VIP for getpeername().
 pub const PROG_SOCK4_GETPEER: &str = "kld_sock4_getpeer";
 
-/// Object holding the tc programs ([`PROG_FROM_EP`], [`PROG_TO_EP`], [`PROG_FROM_NETDEV`]).
+/// Object holding the tc programs ([`TC_PROGRAMS`]).
 pub const OBJ_DATAPATH: &str = "datapath.bpf.o";
 /// Object holding the cgroup sock_addr programs (`PROG_SOCK4_*`).
 pub const OBJ_SOCK: &str = "sock.bpf.o";
 
 /// tc programs (load as `aya::programs::SchedClassifier`).
-pub const TC_PROGRAMS: &[&str] = &[PROG_FROM_EP, PROG_TO_EP, PROG_FROM_NETDEV];
+pub const TC_PROGRAMS: &[&str] = &[PROG_FROM_EP, PROG_TO_EP, PROG_FROM_NETDEV, PROG_TO_NETDEV];
 /// cgroup sock_addr programs (load as `aya::programs::CgroupSockAddr`).
 pub const SOCK_PROGRAMS: &[&str] = &[
     PROG_SOCK4_CONNECT,
