@@ -75,8 +75,8 @@ fn vectors() -> Vec<Vector> {
             path.display()
         )
     });
-    let file: VectorFile = serde_norway::from_str(&text)
-        .unwrap_or_else(|e| panic!("parse {}: {e}", path.display()));
+    let file: VectorFile =
+        serde_norway::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()));
     file.cilium.vectors
 }
 
@@ -133,7 +133,11 @@ fn first_difference(expected: &[u32], got: &[u32]) -> String {
             "first difference at slot {i}: expected {}, got {}",
             expected[i], got[i]
         ),
-        None => format!("lengths differ: expected {}, got {}", expected.len(), got.len()),
+        None => format!(
+            "lengths differ: expected {}, got {}",
+            expected.len(),
+            got.len()
+        ),
     }
 }
 
@@ -149,14 +153,26 @@ fn moved(before: &[u32], after: &[u32], removed: u32) -> usize {
 /// The property vectors are named; each gets its own check.
 fn check_property(v: &Vector) -> Result<String, String> {
     let backends: Vec<MaglevBackend> = v.backends.iter().map(YamlBackend::to_backend).collect();
-    if v.name.starts_with("TestWeightedBackendWithRemoval") || v.name.starts_with("TestBackendRemoval") {
+    if v.name.starts_with("TestWeightedBackendWithRemoval")
+        || v.name.starts_with("TestBackendRemoval")
+    {
         let m = v.m.ok_or("vector has no M")?;
         let before = lookup_table(&backends, m, CILIUM_DEFAULT_SEED);
-        let removed = if v.name.starts_with("TestWeighted") { 1 } else { 3 };
-        let rest: Vec<MaglevBackend> = backends.iter().filter(|b| b.id != removed).cloned().collect();
+        let removed = if v.name.starts_with("TestWeighted") {
+            1
+        } else {
+            3
+        };
+        let rest: Vec<MaglevBackend> = backends
+            .iter()
+            .filter(|b| b.id != removed)
+            .cloned()
+            .collect();
         let after = lookup_table(&rest, m, CILIUM_DEFAULT_SEED);
         if after.contains(&removed) {
-            return Err(format!("backend {removed} still in the table after removal"));
+            return Err(format!(
+                "backend {removed} still in the table after removal"
+            ));
         }
         let kept_slots = before.iter().filter(|&&id| id != removed).count();
         let changed = moved(&before, &after, removed);
@@ -191,7 +207,10 @@ fn check_property(v: &Vector) -> Result<String, String> {
                     let mut sorted = perm.clone();
                     sorted.sort_unstable();
                     if sorted != (0..m).collect::<Vec<_>>() {
-                        return Err(format!("M={m}: backend {} permutation is not a permutation", b.id));
+                        return Err(format!(
+                            "M={m}: backend {} permutation is not a permutation",
+                            b.id
+                        ));
                     }
                     checked += 1;
                 }
@@ -208,14 +227,19 @@ fn check_property(v: &Vector) -> Result<String, String> {
 #[test]
 fn cilium_vectors() {
     let vectors = vectors();
-    assert!(!vectors.is_empty(), "maglev_vectors.yaml has no cilium vectors");
+    assert!(
+        !vectors.is_empty(),
+        "maglev_vectors.yaml has no cilium vectors"
+    );
     let mut failures = Vec::new();
     let mut checked = 0;
     for v in &vectors {
-        let has_exact = v.expected_table.is_some() || v.expected_rle.is_some() || v.expected_counts.is_some();
+        let has_exact =
+            v.expected_table.is_some() || v.expected_rle.is_some() || v.expected_counts.is_some();
         if has_exact {
             let m = v.m.expect("a vector with expectations has M");
-            let backends: Vec<MaglevBackend> = v.backends.iter().map(YamlBackend::to_backend).collect();
+            let backends: Vec<MaglevBackend> =
+                v.backends.iter().map(YamlBackend::to_backend).collect();
             let got = lookup_table(&backends, m, CILIUM_DEFAULT_SEED);
             if let Some(expected) = &v.expected_table {
                 if *expected != got {
@@ -257,7 +281,10 @@ fn cilium_vectors() {
             checked += 1;
         }
         if !has_exact && v.property.is_none() {
-            failures.push(format!("{}: vector has nothing this test knows how to check", v.name));
+            failures.push(format!(
+                "{}: vector has nothing this test knows how to check",
+                v.name
+            ));
         }
     }
     println!(
@@ -276,18 +303,53 @@ fn murmur3_reference_vectors() {
         (0, "", 0x0000000000000000, 0x0000000000000000),
         (0, "hello", 0xcbd8a7b341bd9b02, 0x5b1e906a48ae1d19),
         (0, "hello, world", 0x342fac623a5ebc8e, 0x4cdcbc079642414d),
-        (0, "19 Jan 2038 at 3:14:07 AM", 0xb89e5988b737affc, 0x664fc2950231b2cb),
-        (0, "The quick brown fox jumps over the lazy dog.", 0xcd99481f9ee902c9, 0x695da1a38987b6e7),
-        (0, "The quick brown fox jumps over the lazy dog", 0xe34bbc7bbc071b6c, 0x7a433ca9c49a9347),
-        (0, "1234567890123456", 0x4fbe5dc5c0e32cf8, 0xc0c8e96b60c322c1),
-        (0, "12345678901234567", 0x748617968026b77e, 0x291e6386473f7103),
+        (
+            0,
+            "19 Jan 2038 at 3:14:07 AM",
+            0xb89e5988b737affc,
+            0x664fc2950231b2cb,
+        ),
+        (
+            0,
+            "The quick brown fox jumps over the lazy dog.",
+            0xcd99481f9ee902c9,
+            0x695da1a38987b6e7,
+        ),
+        (
+            0,
+            "The quick brown fox jumps over the lazy dog",
+            0xe34bbc7bbc071b6c,
+            0x7a433ca9c49a9347,
+        ),
+        (
+            0,
+            "1234567890123456",
+            0x4fbe5dc5c0e32cf8,
+            0xc0c8e96b60c322c1,
+        ),
+        (
+            0,
+            "12345678901234567",
+            0x748617968026b77e,
+            0x291e6386473f7103,
+        ),
         (1, "", 0x4610abe56eff5cb5, 0x51622daa78f83583),
         (1, "hello", 0xa78ddff5adae8d10, 0x128900ef20900135),
         (1, "hello, world", 0x8b95f808840725c6, 0x1597ed5422bd493b),
-        (1, "The quick brown fox jumps over the lazy dog.", 0xfb3325171f9744da, 0xaaf8b92a5f722952),
+        (
+            1,
+            "The quick brown fox jumps over the lazy dog.",
+            0xfb3325171f9744da,
+            0xaaf8b92a5f722952,
+        ),
         (0x2a, "", 0xf02aa77dfa1b8523, 0xd1016610da11cbb9),
         (0x2a, "hello", 0xc4b8b3c960af6f08, 0x2334b875b0efbc7a),
-        (0x2a, "19 Jan 2038 at 3:14:07 AM", 0xfd8f19ebdc8c6b6a, 0xd30fdc310fa08ff9),
+        (
+            0x2a,
+            "19 Jan 2038 at 3:14:07 AM",
+            0xfd8f19ebdc8c6b6a,
+            0xd30fdc310fa08ff9,
+        ),
     ];
     for &(seed, input, h1, h2) in cases {
         let got = murmur3_x64_128(input.as_bytes(), seed);
@@ -316,8 +378,14 @@ fn seed_derivation() {
 fn hash_strings() {
     let v4: IpAddr = "0.0.0.1".parse().expect("addr");
     let v6: IpAddr = "2001:db8::1".parse().expect("addr");
-    assert_eq!(backend_hash_string(v4, 1, Protocol::Tcp, false), "[0.0.0.1:1/TCP,State:active]");
-    assert_eq!(backend_hash_string(v4, 53, Protocol::Udp, true), "[0.0.0.1:53/UDP/i,State:active]");
+    assert_eq!(
+        backend_hash_string(v4, 1, Protocol::Tcp, false),
+        "[0.0.0.1:1/TCP,State:active]"
+    );
+    assert_eq!(
+        backend_hash_string(v4, 53, Protocol::Udp, true),
+        "[0.0.0.1:53/UDP/i,State:active]"
+    );
     assert_eq!(
         backend_hash_string(v6, 8080, Protocol::Tcp, false),
         "[[2001:db8::1]:8080/TCP,State:active]"
@@ -327,7 +395,21 @@ fn hash_strings() {
 
 #[test]
 fn table_sizes() {
-    for m in [2, 3, 5, 251, 509, 1021, 2039, 4093, 8191, DEFAULT_TABLE_SIZE, 32749, 65521, 131071] {
+    for m in [
+        2,
+        3,
+        5,
+        251,
+        509,
+        1021,
+        2039,
+        4093,
+        8191,
+        DEFAULT_TABLE_SIZE,
+        32749,
+        65521,
+        131071,
+    ] {
         assert!(is_valid_table_size(m), "{m} is prime");
     }
     for m in [0, 1, 4, 9, 25, 49, 1023, 16383, 65535, 65536] {
@@ -345,7 +427,10 @@ fn non_prime_size_panics() {
 fn empty_single_and_zero_weight() {
     assert!(lookup_table(&[], 251, CILIUM_DEFAULT_SEED).is_empty());
     for m in [251, 1021] {
-        assert_eq!(lookup_table(&[be(9, 1, 1, 1)], m, CILIUM_DEFAULT_SEED), vec![9; m as usize]);
+        assert_eq!(
+            lookup_table(&[be(9, 1, 1, 1)], m, CILIUM_DEFAULT_SEED),
+            vec![9; m as usize]
+        );
     }
     // Weight 0 takes no slots; only weight-0 backends give an empty table.
     let table = lookup_table(&[be(1, 1, 1, 0), be(2, 2, 2, 3)], 251, CILIUM_DEFAULT_SEED);
@@ -363,7 +448,9 @@ fn independent_of_input_order() {
         let mut state = 0x2545_f491_4f6c_dd1d_u64;
         for round in 0..5 {
             for i in (1..shuffled.len()).rev() {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 shuffled.swap(i, (state >> 33) as usize % (i + 1));
             }
             assert_eq!(
@@ -374,7 +461,11 @@ fn independent_of_input_order() {
         }
         let mut reversed = backends.clone();
         reversed.reverse();
-        assert_eq!(lookup_table(&reversed, m, CILIUM_DEFAULT_SEED), reference, "M={m} reversed");
+        assert_eq!(
+            lookup_table(&reversed, m, CILIUM_DEFAULT_SEED),
+            reference,
+            "M={m} reversed"
+        );
     }
 }
 
@@ -387,7 +478,11 @@ fn removal_moves_few_slots() {
     ] {
         let before = lookup_table(&backends, m, CILIUM_DEFAULT_SEED);
         let removed = 37;
-        let rest: Vec<_> = backends.iter().filter(|b| b.id != removed).cloned().collect();
+        let rest: Vec<_> = backends
+            .iter()
+            .filter(|b| b.id != removed)
+            .cloned()
+            .collect();
         let after = lookup_table(&rest, m, CILIUM_DEFAULT_SEED);
         let kept = before.iter().filter(|&&id| id != removed).count();
         let changed = moved(&before, &after, removed);
@@ -399,7 +494,11 @@ fn removal_moves_few_slots() {
         assert!(!after.contains(&removed));
         // Maglev's paper reports a few percent for large backend counts; a bug (e.g. a
         // table depending on backend indexes) moves most slots.
-        assert!(fraction < 0.05, "{label}: {:.2}% of other slots moved", fraction * 100.0);
+        assert!(
+            fraction < 0.05,
+            "{label}: {:.2}% of other slots moved",
+            fraction * 100.0
+        );
     }
 }
 
@@ -408,7 +507,10 @@ fn weights_are_proportional() {
     let m = DEFAULT_TABLE_SIZE;
     let cases: Vec<(&str, Vec<MaglevBackend>)> = vec![
         ("1:2:3:4", many(4, |i| i as u16)),
-        ("1:10:100", vec![be(1, 1, 1, 1), be(2, 2, 2, 10), be(3, 3, 3, 100)]),
+        (
+            "1:10:100",
+            vec![be(1, 1, 1, 1), be(2, 2, 2, 10), be(3, 3, 3, 100)],
+        ),
         ("20 × weights 1..=20", many(20, |i| i as u16)),
         ("uniform 7", many(10, |_| 7)),
     ];
@@ -434,7 +536,10 @@ fn weights_are_proportional() {
     let table = lookup_table(&many(100, |_| 1), m, CILIUM_DEFAULT_SEED);
     let c = counts(&table);
     let (min, max) = (c.values().min().copied(), c.values().max().copied());
-    assert!(max.zip(min).is_some_and(|(max, min)| max - min <= 1), "unweighted spread {min:?}..{max:?}");
+    assert!(
+        max.zip(min).is_some_and(|(max, min)| max - min <= 1),
+        "unweighted spread {min:?}..{max:?}"
+    );
 }
 
 #[test]
@@ -461,6 +566,11 @@ fn build_time_100_backends() {
     } else {
         (Duration::from_millis(5), "release")
     };
-    println!("{profile}: 100 backends, M={DEFAULT_TABLE_SIZE}: best of 5 {best:?} (limit {limit:?})");
-    assert!(best < limit, "{profile}: building took {best:?}, limit {limit:?}");
+    println!(
+        "{profile}: 100 backends, M={DEFAULT_TABLE_SIZE}: best of 5 {best:?} (limit {limit:?})"
+    );
+    assert!(
+        best < limit,
+        "{profile}: building took {best:?}, limit {limit:?}"
+    );
 }

@@ -116,8 +116,8 @@ fn decode_base64(s: &str) -> Option<Vec<u8>> {
 }
 
 /// Cilium's hash string for a backend: `[10.0.0.1:80/TCP,State:active]`, `[[2001:db8::1]:80/UDP,State:active]`,
-/// with `/i` after the protocol for an internal-scope (`externalTrafficPolicy=Local` node-local)
-/// frontend's backend. The state is always `active`: Cilium hashes only active backends.
+/// with `/i` after the protocol when the address has Cilium's internal scope
+/// (`L3n4Addr.Scope == ScopeInternal`). The state is always `active`, as in Cilium's tables.
 pub fn backend_hash_string(addr: IpAddr, port: u16, proto: Protocol, internal: bool) -> String {
     let proto = match proto {
         Protocol::Tcp => "TCP",
