@@ -320,7 +320,7 @@ fn daemon_steps(tmp: &Path, dir: &Path, runs: u32) -> Result<()> {
 
 fn apply_steps(pin_dir: &Path, dirs: &[PathBuf], dir: &Path, runs: u32) -> Result<()> {
     let t = Instant::now();
-    let kernel = KernelDatapath::open(pin_dir, false)?;
+    let kernel = KernelDatapath::open(pin_dir, false, crate::compile::maglev::DEFAULT_TABLE_SIZE)?;
     println!("load + verify BPF objects: {}", ms(t.elapsed()));
     let mut engine = Engine::adopt(Box::new(kernel), dirs.to_vec(), "bench".into())?;
     engine.interfaces = Box::new(Default::default);

@@ -106,6 +106,7 @@ pub struct StateDelta {
     pub ipcache: MapDelta<kldnet_bpf::abi::IpcacheKey, kldnet_bpf::abi::IpcacheValue>,
     pub endpoints: MapDelta<kldnet_bpf::abi::EndpointKey, kldnet_bpf::abi::EndpointInfo>,
     pub policy: MapDelta<kldnet_bpf::abi::PolicyKey, kldnet_bpf::abi::PolicyEntry>,
+    pub maglev: MapDelta<u16, Vec<u32>>,
     pub attach: Vec<Attachment>,
     pub detach: Vec<Attachment>,
 }
@@ -118,6 +119,7 @@ impl StateDelta {
             + self.ipcache.len()
             + self.endpoints.len()
             + self.policy.len()
+            + self.maglev.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -134,7 +136,8 @@ impl StateDelta {
             + self.lb4_rev_nat.upserts.len()
             + self.ipcache.upserts.len()
             + self.endpoints.upserts.len()
-            + self.policy.upserts.len();
+            + self.policy.upserts.len()
+            + self.maglev.upserts.len();
         let deletes = self.entries() - upserts;
         let mut s = format!("{upserts} map entries written, {deletes} deleted");
         if !self.attach.is_empty() || !self.detach.is_empty() {
@@ -158,6 +161,7 @@ impl StateDelta {
             ipcache: self.ipcache.undo(&now.ipcache),
             endpoints: self.endpoints.undo(&now.endpoints),
             policy: self.policy.undo(&now.policy),
+            maglev: self.maglev.undo(&now.maglev),
             attach: self
                 .detach
                 .iter()
@@ -182,6 +186,7 @@ pub fn diff(current: &DesiredState, desired: &DesiredState) -> StateDelta {
         ipcache: diff_map(&current.ipcache, &desired.ipcache),
         endpoints: diff_map(&current.endpoints, &desired.endpoints),
         policy: diff_map(&current.policy, &desired.policy),
+        maglev: diff_map(&current.maglev, &desired.maglev),
         attach: desired
             .attachments
             .difference(&current.attachments)

@@ -229,6 +229,26 @@ pub fn dump(state: &DesiredState) -> String {
             .collect(),
     );
     section(
+        MAP_LB4_MAGLEV,
+        state
+            .maglev
+            .iter()
+            .map(|(k, table)| {
+                let mut counts = std::collections::BTreeMap::new();
+                for id in table {
+                    *counts.entry(*id).or_insert(0u32) += 1;
+                }
+                let counts: Vec<String> =
+                    counts.iter().map(|(id, n)| format!("{id}:{n}")).collect();
+                format!(
+                    "rev_nat {k} -> {} slots, backend:slots {}",
+                    table.len(),
+                    counts.join(" ")
+                )
+            })
+            .collect(),
+    );
+    section(
         "attachments",
         state
             .attachments

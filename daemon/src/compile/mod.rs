@@ -55,6 +55,8 @@ pub struct DesiredState {
     pub ipcache: BTreeMap<IpcacheKey, IpcacheValue>,
     pub endpoints: BTreeMap<EndpointKey, EndpointInfo>,
     pub policy: BTreeMap<PolicyKey, PolicyEntry>,
+    /// Maglev lookup table (backend ids) per reverse-NAT index of a maglev frontend.
+    pub maglev: BTreeMap<u16, Vec<u32>>,
     pub attachments: BTreeSet<Attachment>,
 }
 
@@ -68,6 +70,7 @@ impl DesiredState {
             MAP_IPCACHE => self.ipcache.len(),
             MAP_ENDPOINTS => self.endpoints.len(),
             MAP_POLICY => self.policy.len(),
+            MAP_LB4_MAGLEV => self.maglev.len(),
             _ => return None,
         })
     }

@@ -221,7 +221,16 @@ fn start_datapath(paths: &Paths) -> Result<Daemon> {
         tracing::warn!("kernel feature missing: {m}");
     }
     let socket_lb = features.cgroup2;
-    let mut kernel = kernel::KernelDatapath::open(&paths.pin_dir(), socket_lb)
+    // The Maglev table size is a load-time constant of the programs: take it from the
+    // configuration as it is now (the default if it does not parse yet).
+    let (spec, _) = kldnet_config::load_dirs(&paths.config_dirs);
+    let maglev_m = spec
+        .node
+        .as_ref()
+        .and_then(|n| n.maglev_table_size)
+        .filter(|m| crate::compile::maglev::is_valid_table_size(*m))
+        .unwrap_or(crate::compile::maglev::DEFAULT_TABLE_SIZE);
+    let mut kernel = kernel::KernelDatapath::open(&paths.pin_dir(), socket_lb, maglev_m)
         .context("start the BPF datapath")?;
     kernel.refresh_tc_links().context("adopt pinned tc links")?;
     let cgroup = if socket_lb {

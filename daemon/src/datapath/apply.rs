@@ -110,6 +110,16 @@ fn write_delta(
         &mut mirror.policy,
         dump::policy_key,
     )?;
+    for (k, table) in &d.maglev.upserts {
+        io.set_maglev(*k, table).map_err(|source| ApplyError {
+            op: "write",
+            map: MAP_LB4_MAGLEV.to_string(),
+            key: format!("table of rev_nat {k}"),
+            hint: hint(&source),
+            source,
+        })?;
+        mirror.maglev.insert(*k, table.clone());
+    }
     let (masters, slots): (Vec<_>, Vec<_>) = d
         .lb4_services
         .upserts
@@ -151,6 +161,16 @@ fn write_delta(
         &mut mirror.lb4_services,
         dump::lb4_key,
     )?;
+    for k in &d.maglev.deletes {
+        io.delete_maglev(*k).map_err(|source| ApplyError {
+            op: "delete",
+            map: MAP_LB4_MAGLEV.to_string(),
+            key: format!("table of rev_nat {k}"),
+            hint: hint(&source),
+            source,
+        })?;
+        mirror.maglev.remove(k);
+    }
     deletes(
         io,
         MAP_POLICY,

@@ -11,6 +11,7 @@ use crate::compile::Attachment;
 pub struct FakeMaps {
     pub maps: BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>,
     pub attached: BTreeSet<Attachment>,
+    pub maglev: BTreeMap<u16, Vec<u32>>,
     /// Fail one write after this many more successful ones (simulates a full map);
     /// later writes (the rollback) succeed again.
     pub fail_after_writes: Option<usize>,
@@ -55,6 +56,22 @@ impl MapIo for FakeMaps {
             .get(map)
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default())
+    }
+
+    fn set_maglev(&mut self, rev_nat_index: u16, table: &[u32]) -> io::Result<()> {
+        self.write()?;
+        self.maglev.insert(rev_nat_index, table.to_vec());
+        Ok(())
+    }
+
+    fn delete_maglev(&mut self, rev_nat_index: u16) -> io::Result<()> {
+        self.write()?;
+        self.maglev.remove(&rev_nat_index);
+        Ok(())
+    }
+
+    fn maglev_tables(&self) -> io::Result<BTreeMap<u16, Vec<u32>>> {
+        Ok(self.maglev.clone())
     }
 
     fn attach(&mut self, at: &Attachment) -> io::Result<()> {

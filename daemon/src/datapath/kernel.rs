@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -39,6 +39,8 @@ pub struct KernelDatapath {
     /// The socket-LB object; `None` when socket LB is off.
     sock: Option<Ebpf>,
     maps: BTreeMap<&'static str, PinnedMap>,
+    /// Slots of every Maglev table (the `KLD_MAGLEV_M` knob the programs were loaded with).
+    maglev_m: u32,
 }
 
 impl std::fmt::Debug for KernelDatapath {
@@ -56,6 +58,7 @@ pub const OCCUPANCY_WALK_LIMIT: usize = 1_000_000;
 
 /// Maps the daemon reads and writes as a whole (the rest belong to the BPF side).
 const STATE_MAPS: &[&str] = &[
+    MAP_LB4_MAGLEV,
     MAP_LB4_SVC,
     MAP_LB4_BE,
     MAP_LB4_RNAT,
@@ -66,9 +69,10 @@ const STATE_MAPS: &[&str] = &[
     MAP_SOCK_RNAT,
 ];
 
-fn load(pin_dir: &Path, name: &str, bytes: &[u8]) -> Result<Ebpf> {
+fn load(pin_dir: &Path, name: &str, bytes: &[u8], maglev_m: u32) -> Result<Ebpf> {
     EbpfLoader::new()
         .default_map_pin_directory(pin_dir)
+        .override_global(KNOB_MAGLEV_M, &maglev_m, false)
         .load(bytes)
         .with_context(|| {
             format!(
@@ -80,10 +84,10 @@ fn load(pin_dir: &Path, name: &str, bytes: &[u8]) -> Result<Ebpf> {
 
 impl KernelDatapath {
     /// Loads the objects (adopting pinned maps) and verifies every program.
-    pub fn open(pin_dir: &Path, socket_lb: bool) -> Result<KernelDatapath> {
+    pub fn open(pin_dir: &Path, socket_lb: bool, maglev_m: u32) -> Result<KernelDatapath> {
         fs::create_dir_all(pin_dir.join("links"))
             .with_context(|| format!("create pin dir {}", pin_dir.display()))?;
-        let mut tc = load(pin_dir, OBJ_DATAPATH, datapath_object())?;
+        let mut tc = load(pin_dir, OBJ_DATAPATH, datapath_object(), maglev_m)?;
         for name in TC_PROGRAMS {
             let prog: &mut SchedClassifier = tc
                 .program_mut(name)
@@ -93,7 +97,7 @@ impl KernelDatapath {
                 .with_context(|| format!("verify program {name}"))?;
         }
         let sock = if socket_lb {
-            let mut sock = load(pin_dir, OBJ_SOCK, sock_object())?;
+            let mut sock = load(pin_dir, OBJ_SOCK, sock_object(), maglev_m)?;
             for name in SOCK_PROGRAMS {
                 let prog: &mut CgroupSockAddr = sock
                     .program_mut(name)
@@ -127,6 +131,7 @@ impl KernelDatapath {
             tc,
             sock,
             maps,
+            maglev_m,
         })
     }
 
@@ -247,12 +252,20 @@ fn tc_link_ids(at: &Attachment) -> Vec<(String, &'static str, TcAttachType, Stri
                 ifname.clone(),
             ),
         ],
-        Attachment::Uplink { ifname, .. } => vec![(
-            format!("up-{}-ingress", pin_name(ifname)),
-            PROG_FROM_NETDEV,
-            TcAttachType::Ingress,
-            ifname.clone(),
-        )],
+        Attachment::Uplink { ifname, .. } => vec![
+            (
+                format!("up-{}-ingress", pin_name(ifname)),
+                PROG_FROM_NETDEV,
+                TcAttachType::Ingress,
+                ifname.clone(),
+            ),
+            (
+                format!("up-{}-egress", pin_name(ifname)),
+                PROG_TO_NETDEV,
+                TcAttachType::Egress,
+                ifname.clone(),
+            ),
+        ],
     }
 }
 
@@ -274,6 +287,49 @@ impl MapIo for KernelDatapath {
     fn dump(&self, map: &str) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let m = self.map(map)?;
         sys::dump(m.data.fd().as_fd(), m.key_size, m.value_size)
+    }
+
+    fn set_maglev(&mut self, rev_nat_index: u16, table: &[u32]) -> io::Result<()> {
+        if table.len() != self.maglev_m as usize {
+            return Err(io::Error::other(format!(
+                "Maglev table of {} slots, datapath expects {}",
+                table.len(),
+                self.maglev_m
+            )));
+        }
+        // A fresh inner array, filled, then swapped into the outer slot in one update:
+        // lookups see the old table or the new one, never a half-written one.
+        let inner = sys::create_inner_array("kld_maglev_in", self.maglev_m)?;
+        sys::fill_array(inner.as_fd(), table)?;
+        let outer = self.map(MAP_LB4_MAGLEV)?;
+        let key = u32::from(rev_nat_index);
+        let fd = inner.as_raw_fd() as u32;
+        sys::update(
+            outer.data.fd().as_fd(),
+            &key.to_ne_bytes(),
+            &fd.to_ne_bytes(),
+        )
+    }
+
+    fn delete_maglev(&mut self, rev_nat_index: u16) -> io::Result<()> {
+        let outer = self.map(MAP_LB4_MAGLEV)?;
+        sys::delete(
+            outer.data.fd().as_fd(),
+            &u32::from(rev_nat_index).to_ne_bytes(),
+        )
+    }
+
+    fn maglev_tables(&self) -> io::Result<BTreeMap<u16, Vec<u32>>> {
+        let outer = self.map(MAP_LB4_MAGLEV)?;
+        let mut out = BTreeMap::new();
+        // From user space a map-in-map slot reads as the inner map's id.
+        for (k, v) in sys::dump(outer.data.fd().as_fd(), 4, 4)? {
+            let key = u32::from_ne_bytes(k[..4].try_into().expect("4-byte key"));
+            let id = u32::from_ne_bytes(v[..4].try_into().expect("4-byte value"));
+            let inner = sys::map_fd_by_id(id)?;
+            out.insert(key as u16, sys::read_array(inner.as_fd(), self.maglev_m)?);
+        }
+        Ok(out)
     }
 
     fn attach(&mut self, at: &Attachment) -> io::Result<()> {

@@ -28,6 +28,11 @@ pub trait MapIo {
     fn detach(&mut self, at: &Attachment) -> io::Result<()>;
     /// Attachment points currently attached (adopted from pins after a restart).
     fn attachments(&self) -> io::Result<Vec<Attachment>>;
+    /// Installs (or atomically replaces) the Maglev table of a frontend.
+    fn set_maglev(&mut self, rev_nat_index: u16, table: &[u32]) -> io::Result<()>;
+    fn delete_maglev(&mut self, rev_nat_index: u16) -> io::Result<()>;
+    /// Every installed Maglev table (after a restart: what the previous daemon left).
+    fn maglev_tables(&self) -> io::Result<std::collections::BTreeMap<u16, Vec<u32>>>;
     /// (map, entries, capacity) of every map, for status.
     fn occupancy(&self) -> Vec<(String, u64, u64)> {
         Vec::new()
@@ -48,6 +53,7 @@ pub fn read_state(io: &dyn MapIo) -> io::Result<DesiredState> {
         ipcache: bytes::decode_map(io.dump(MAP_IPCACHE)?),
         endpoints: bytes::decode_map(io.dump(MAP_ENDPOINTS)?),
         policy: bytes::decode_map(io.dump(MAP_POLICY)?),
+        maglev: io.maglev_tables()?,
         attachments: io.attachments()?.into_iter().collect(),
     })
 }
