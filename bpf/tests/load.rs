@@ -10,110 +10,19 @@ use std::fs::File;
 use std::net::{Ipv4Addr, TcpListener};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use aya::Ebpf;
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
-use aya::programs::{CgroupAttachMode, CgroupSockAddr, Program, SchedClassifier};
-use aya::{Ebpf, EbpfLoader};
+use aya::programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier};
+use common::{BpfFs, load_object};
 use kldnet_bpf::abi::*;
 use kldnet_bpf::test_run::test_run;
-use kldnet_bpf::{
-    PROG_FROM_EP, SOCK_PROGRAMS, datapath_object, object_files, pin_dir, sock_object,
-};
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-macro_rules! need_root {
-    () => {
-        if !is_root() {
-            eprintln!("skipping: needs root");
-            return;
-        }
-    };
-}
-
-/// A private bpffs mounted on a temp dir; unmounted on drop.
-struct BpfFs {
-    dir: tempfile::TempDir,
-}
-
-impl BpfFs {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("create temp dir for bpffs");
-        let target = CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
-        let fstype = CString::new("bpf").unwrap();
-        // SAFETY: valid NUL-terminated strings; no data argument.
-        let rc = unsafe {
-            libc::mount(
-                fstype.as_ptr(),
-                target.as_ptr(),
-                fstype.as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        };
-        assert_eq!(
-            rc,
-            0,
-            "mount bpffs at {}: {}",
-            dir.path().display(),
-            std::io::Error::last_os_error()
-        );
-        let fs = Self { dir };
-        std::fs::create_dir_all(fs.pins()).expect("create pin dir");
-        fs
-    }
-
-    fn pins(&self) -> PathBuf {
-        pin_dir(self.dir.path())
-    }
-}
-
-impl Drop for BpfFs {
-    fn drop(&mut self) {
-        let target = CString::new(self.dir.path().as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: valid NUL-terminated path.
-        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
-    }
-}
-
-fn load_object(pins: &Path, name: &str, bytes: &[u8]) -> Ebpf {
-    // must_exist = true: every knob mirrored in abi.rs exists in every object.
-    let mut ebpf = EbpfLoader::new()
-        .default_map_pin_directory(pins)
-        .override_global(KNOB_NODE_IDENTITY, &ID_HOST, true)
-        .override_global(KNOB_EVENTS_ENABLED, &1u32, true)
-        .override_global(KNOB_EVENT_INTERVAL_SEC, &5u32, true)
-        .override_global(KNOB_CT_LIFETIME_TCP_SEC, &21600u32, true)
-        .override_global(KNOB_CT_LIFETIME_NONTCP_SEC, &60u32, true)
-        .override_global(KNOB_CT_CLOSE_TIMEOUT_SEC, &10u32, true)
-        .override_global(KNOB_MAGLEV_M, &MAGLEV_M_DEFAULT, true)
-        .override_global(
-            KNOB_HAIRPIN_IP,
-            &u32::from(Ipv4Addr::new(169, 254, 42, 1)).to_be(),
-            true,
-        )
-        .override_global(KNOB_SOCK_ECONNREFUSED, &1u32, true)
-        .load(bytes)
-        .unwrap_or_else(|e| panic!("load {name}: {e:?}"));
-    for (prog_name, prog) in ebpf.programs_mut() {
-        let res = match prog {
-            Program::SchedClassifier(p) => p.load(),
-            Program::CgroupSockAddr(p) => p.load(),
-            other => panic!(
-                "{name}: unexpected program type for {prog_name}: {:?}",
-                other.prog_type()
-            ),
-        };
-        res.unwrap_or_else(|e| panic!("verifier rejected {prog_name} in {name}: {e:?}"));
-    }
-    ebpf
-}
+use kldnet_bpf::{PROG_FROM_EP, SOCK_PROGRAMS, datapath_object, object_files, sock_object};
 
 fn map_id(ebpf: &Ebpf, name: &str) -> u32 {
     let map = ebpf
