@@ -3,9 +3,12 @@
 //! hand-built packet without attaching it. aya 0.14 keeps its own wrapper
 //! private, so this issues the bpf(2) command directly.
 //!
-//! The kernel runs the program `repeat` times on a fresh copy of the input
-//! and reports the last return value, the (possibly rewritten) packet and the
-//! mean run time (`net/bpf/test_run.c`, `bpf_prog_test_run_skb`).
+//! The kernel builds one skb from the input, runs the program `repeat` times
+//! on that same skb and reports the last return value, the packet as the
+//! last run left it and the mean run time (`net/bpf/test_run.c`,
+//! `bpf_prog_test_run_skb` / `bpf_test_run`). A program that rewrites the
+//! packet therefore sees its own output from the second run on: benchmarks
+//! of rewriting paths must make the rewrite idempotent or cyclic.
 
 use std::io;
 use std::os::fd::RawFd;

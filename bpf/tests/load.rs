@@ -3,7 +3,8 @@
 //! with maps pinned by name under a private bpffs, every program passes the
 //! verifier, pinned maps are reused by later loads, `kld_from_ep` passes a
 //! TCP packet under BPF_PROG_TEST_RUN, and socket LB rewrites a real
-//! connect() in a throwaway cgroup. Everything is torn down by Drop guards.
+//! connect() in a throwaway cgroup (and refuses a service without backends
+//! with ECONNREFUSED). Everything is torn down by Drop guards.
 
 use std::ffi::CString;
 use std::fs::File;
