@@ -14,6 +14,12 @@
  * Only slots 1..count (active) are ever picked; slots count+1..total hold
  * terminating backends, which keep existing flows (conntrack) but get no
  * new ones. The daemon repeats a backend id in several slots to weight it.
+ *
+ * Affinity trusts kld_lb4_be: a remembered backend that left the service
+ * but is still in kld_lb4_be and active (its id shared with another
+ * service) keeps getting this client until the timeout. The daemon should
+ * delete the service's kld_lb4_affin entries when it removes a backend from
+ * it (or a {backend, service} match map must be added, as Cilium has).
  */
 #ifndef KLDNET_LB_H
 #define KLDNET_LB_H
