@@ -4,6 +4,11 @@
 use clap::Parser;
 
 fn main() {
+    // Die quietly on a closed pipe (`kldnet bpf ct list | head`) like other Unix tools.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match kldnet::cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -110,6 +110,12 @@ pub enum BpfCommand {
     /// Local endpoints map.
     #[command(subcommand)]
     Endpoints(ListOnly),
+    /// Connection tracking entries (live ones).
+    #[command(subcommand)]
+    Ct(ListOnly),
+    /// Address translations: per-packet LB flows and connect()-translated sockets.
+    #[command(subcommand)]
+    Nat(ListOnly),
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -125,6 +131,10 @@ pub fn run(cli: Cli) -> i32 {
         Command::Bpf(BpfCommand::Lb(ListOnly::List(o))) => show::map_dump(&socket, "lb", o.output),
         Command::Bpf(BpfCommand::Ipcache(ListOnly::List(o))) => {
             show::map_dump(&socket, "ipcache", o.output)
+        }
+        Command::Bpf(BpfCommand::Ct(ListOnly::List(o))) => show::map_dump(&socket, "ct", o.output),
+        Command::Bpf(BpfCommand::Nat(ListOnly::List(o))) => {
+            show::map_dump(&socket, "nat", o.output)
         }
         Command::Bpf(BpfCommand::Endpoints(ListOnly::List(o))) => {
             show::map_dump(&socket, "endpoints", o.output)

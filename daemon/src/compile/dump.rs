@@ -265,3 +265,97 @@ pub fn dump(state: &DesiredState) -> String {
     );
     s
 }
+
+fn tcp_flags(f: u8) -> String {
+    let names = [
+        (0x02, "SYN"),
+        (0x10, "ACK"),
+        (0x01, "FIN"),
+        (0x04, "RST"),
+        (0x08, "PSH"),
+    ];
+    let set: Vec<&str> = names
+        .iter()
+        .filter(|(b, _)| f & b != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    if set.is_empty() {
+        "-".into()
+    } else {
+        set.join("|")
+    }
+}
+
+pub fn ct4_key(k: &Ct4Key) -> String {
+    let dir = match k.flags {
+        CT_DIR_INGRESS => "ingress",
+        CT_DIR_EGRESS => "egress",
+        CT_DIR_SERVICE => "service",
+        _ => "?",
+    };
+    format!(
+        "{} {}:{} -> {}:{} {dir}",
+        proto_name(k.proto),
+        ip4(k.saddr),
+        u16::from_be(k.sport),
+        ip4(k.daddr),
+        u16::from_be(k.dport)
+    )
+}
+
+/// `now_ns`: CLOCK_MONOTONIC now, the clock `bpf_ktime_get_ns` uses.
+pub fn ct_entry(v: &CtEntry, now_ns: u64) -> String {
+    let left = v.expires_ns.saturating_sub(now_ns) / 1_000_000_000;
+    let mut flags = Vec::new();
+    for (bit, name) in [
+        (CT_F_SEEN_REPLY, "seen-reply"),
+        (CT_F_CLOSING, "closing"),
+        (CT_F_NORTH_SOUTH, "north-south"),
+        (CT_F_HAIRPIN, "hairpin"),
+    ] {
+        if v.flags & bit != 0 {
+            flags.push(name);
+        }
+    }
+    format!(
+        "expires={left}s identity={} backend={} rev_nat={} tx={} rx={} flags={}",
+        v.src_identity,
+        v.backend_id,
+        v.rev_nat_index,
+        tcp_flags(v.tx_tcp_flags),
+        tcp_flags(v.rx_tcp_flags),
+        if flags.is_empty() {
+            "-".to_string()
+        } else {
+            flags.join(",")
+        }
+    )
+}
+
+pub fn sock_rnat(k: &SockRnatKey, v: &SockRnatValue) -> (String, String) {
+    (
+        format!(
+            "socket {:#x} -> {}:{}",
+            k.cookie,
+            ip4(k.address),
+            u16::from_be(k.port)
+        ),
+        format!(
+            "shown as {}:{} (rev_nat {})",
+            ip4(v.address),
+            u16::from_be(v.port),
+            v.rev_nat_index
+        ),
+    )
+}
+
+/// CLOCK_MONOTONIC in nanoseconds.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into our timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

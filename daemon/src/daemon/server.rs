@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 //! Answers API requests from the engine's state.
 
+use kldnet_bpf::abi::*;
+
 use super::Daemon;
 use crate::api::{MapEntry, MapOccupancy, ProgramAttachment, Request, Response, Status};
 use crate::compile::dump;
+use crate::datapath::bytes;
 
 impl Daemon {
     pub fn handle(&mut self, req: Request) -> Response {
@@ -59,12 +62,61 @@ impl Daemon {
                 .iter()
                 .map(|(k, v)| e(dump::endpoint_key(k), dump::endpoint_info(v)))
                 .collect(),
+            "ct" | "nat" => self.ct_dump(map == "nat", &state)?,
             other => {
                 return Err(format!(
-                    "unknown map group `{other}` (lb, ipcache, endpoints)"
+                    "unknown map group `{other}` (lb, ipcache, endpoints, ct, nat)"
                 ));
             }
         })
+    }
+
+    /// Live conntrack entries, or (`nat_only`) the translated flows and sockets.
+    fn ct_dump(
+        &self,
+        nat_only: bool,
+        state: &crate::compile::DesiredState,
+    ) -> Result<Vec<MapEntry>, String> {
+        let e = |key: String, value: String| MapEntry { key, value };
+        let io = self.engine.io.as_ref();
+        let now = dump::monotonic_ns();
+        let ct: std::collections::BTreeMap<Ct4Key, CtEntry> = bytes::decode_map(
+            io.dump(MAP_CT4)
+                .map_err(|err| format!("read {MAP_CT4}: {err}"))?,
+        );
+        let live = ct.iter().filter(|(_, v)| v.expires_ns > now);
+        if !nat_only {
+            return Ok(live
+                .map(|(k, v)| e(dump::ct4_key(k), dump::ct_entry(v, now)))
+                .collect());
+        }
+        let socks: std::collections::BTreeMap<SockRnatKey, SockRnatValue> = bytes::decode_map(
+            io.dump(MAP_SOCK_RNAT)
+                .map_err(|err| format!("read {MAP_SOCK_RNAT}: {err}"))?,
+        );
+        Ok(live
+            .filter(|(_, v)| v.rev_nat_index != 0)
+            .map(|(k, v)| {
+                let vip = state
+                    .lb4_rev_nat
+                    .get(&v.rev_nat_index)
+                    .map_or("?".to_string(), |r| {
+                        format!("{}:{}", dump::ip4(r.address), u16::from_be(r.port))
+                    });
+                e(
+                    dump::ct4_key(k),
+                    format!(
+                        "via {vip} backend={} {}",
+                        v.backend_id,
+                        dump::ct_entry(v, now)
+                    ),
+                )
+            })
+            .chain(socks.iter().map(|(k, v)| {
+                let (key, value) = dump::sock_rnat(k, v);
+                e(key, value)
+            }))
+            .collect())
     }
 
     pub fn status(&self) -> Status {
