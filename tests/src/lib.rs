@@ -4,6 +4,7 @@
 //! A [`Sandbox`] owns, and removes on drop (also when a test panics):
 //! - a node network namespace (`kldsbx-<pid>-<n>`, node address on `lo`, ip_forward on);
 //! - workload namespaces (`kldsbx-<pid>-<n>-<name>`) wired to the node by veth pairs;
+//! - external ("outside") host namespaces wired to the node by an uplink veth;
 //! - a cgroup v2 dir `<cgroup2 mount>/kldnet-sbx-<pid>-<n>` ("containers" join it);
 //! - a private bpffs mounted at `<tmp>/bpf`;
 //! - a temp dir with `config/`, `state/`, `run/`, `logs/` and `kldnetd.log`;
@@ -26,6 +27,7 @@
 mod bpffs;
 mod cgroup;
 mod daemon;
+pub mod external;
 mod names;
 pub mod netns;
 pub mod probe;
@@ -39,8 +41,9 @@ pub mod workload;
 pub use bpffs::{BpffsMount, is_mounted};
 pub use cgroup::{CgroupGuard, cgroup_pids, cgroup2_mount};
 pub use daemon::DaemonGuard;
+pub use external::{External, ExternalSpec};
 pub use netns::NetnsGuard;
-pub use probe::{ProbeReport, Proto, probe, serve};
+pub use probe::{Attempt, ProbeOptions, ProbeReport, Proto, probe, probe_with, serve};
 pub use process::{ChildGuard, command_in, tail};
 pub use root::{is_root, skip_unless_root};
 pub use sandbox::{DEFAULT_NODE_ADDR, Sandbox, SandboxBuilder};

@@ -303,6 +303,74 @@ fn percentile(v: &[u64], p: u64) -> u64 {
 /// address (`getpeername`) must equal `target`, for UDP the datagram's source — which is what a
 /// real client expects and what socket LB must restore (getpeername4/recvmsg4 hooks).
 pub fn probe(proto: Proto, target: SocketAddr, count: u32, timeout: Duration) -> ProbeReport {
+    probe_with(
+        proto,
+        target,
+        count,
+        timeout,
+        &ProbeOptions::default(),
+        |_| {},
+    )
+}
+
+/// Extra knobs for [`probe_with`]; the default is what [`probe`] does.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeOptions {
+    /// Bind this local port before connecting/sending (TCP with `SO_REUSEADDR`), so every
+    /// attempt has the same 5-tuple. `None`: an ephemeral port per attempt.
+    pub source_port: Option<u16>,
+    /// Pause between attempts (from the end of one to the start of the next).
+    pub interval: Duration,
+    /// Stop starting new attempts after this long, even before `count` attempts.
+    pub duration: Option<Duration>,
+}
+
+/// One attempt of [`probe_with`], handed to its callback as it completes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// 0-based attempt number.
+    pub index: u32,
+    /// Wall-clock start of the attempt, milliseconds since the Unix epoch (comparable across
+    /// processes).
+    pub unix_ms: u64,
+    /// How long the attempt took, successful or not, in microseconds.
+    pub elapsed_us: u64,
+    /// The reply text, or what went wrong.
+    pub outcome: Result<String, String>,
+}
+
+impl Attempt {
+    /// One JSON object: `{"i":0,"unix_ms":…,"us":…,"ok":true,"reply":"w1"}` or with
+    /// `"ok":false,"error":"…"`.
+    pub fn to_json(&self) -> String {
+        let tail = match &self.outcome {
+            Ok(r) => format!("\"ok\":true,\"reply\":{}", json_str(r)),
+            Err(e) => format!("\"ok\":false,\"error\":{}", json_str(e)),
+        };
+        format!(
+            "{{\"i\":{},\"unix_ms\":{},\"us\":{},{tail}}}",
+            self.index, self.unix_ms, self.elapsed_us
+        )
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// [`probe`] with [`ProbeOptions`]; `on_attempt` sees every attempt as it completes.
+pub fn probe_with(
+    proto: Proto,
+    target: SocketAddr,
+    count: u32,
+    timeout: Duration,
+    opts: &ProbeOptions,
+    mut on_attempt: impl FnMut(&Attempt),
+) -> ProbeReport {
     let mut report = ProbeReport {
         proto,
         target,
@@ -314,21 +382,36 @@ pub fn probe(proto: Proto, target: SocketAddr, count: u32, timeout: Duration) ->
         latency_us_p99: 0,
     };
     let mut lat = Vec::new();
+    let began = Instant::now();
     for i in 0..count {
+        if opts.duration.is_some_and(|d| began.elapsed() >= d) {
+            break;
+        }
+        if i > 0 && !opts.interval.is_zero() {
+            std::thread::sleep(opts.interval);
+        }
         report.attempts += 1;
+        let unix = unix_ms();
         let start = Instant::now();
         let r = match proto {
-            Proto::Tcp => attempt_tcp(target, timeout),
-            Proto::Udp => attempt_udp(target, timeout),
+            Proto::Tcp => attempt_tcp(target, timeout, opts.source_port),
+            Proto::Udp => attempt_udp(target, timeout, opts.source_port),
         };
-        match r {
+        let us = start.elapsed().as_micros() as u64;
+        match &r {
             Ok(text) => {
-                lat.push(start.elapsed().as_micros() as u64);
+                lat.push(us);
                 report.ok += 1;
-                *report.replies.entry(text).or_default() += 1;
+                *report.replies.entry(text.clone()).or_default() += 1;
             }
             Err(e) => report.failures.push(format!("attempt {i}: {e}")),
         }
+        on_attempt(&Attempt {
+            index: i,
+            unix_ms: unix,
+            elapsed_us: us,
+            outcome: r,
+        });
     }
     lat.sort_unstable();
     report.latency_us_p50 = percentile(&lat, 50);
@@ -346,10 +429,17 @@ fn reply_text(buf: &[u8]) -> Result<String, String> {
     }
 }
 
-fn attempt_tcp(target: SocketAddr, timeout: Duration) -> Result<String, String> {
+fn attempt_tcp(
+    target: SocketAddr,
+    timeout: Duration,
+    source_port: Option<u16>,
+) -> Result<String, String> {
     let deadline = Instant::now() + timeout;
-    let mut s =
-        TcpStream::connect_timeout(&target, timeout).map_err(|e| format!("connect: {e}"))?;
+    let mut s = match source_port {
+        None => TcpStream::connect_timeout(&target, timeout),
+        Some(port) => tcp_connect_from(port, target, timeout),
+    }
+    .map_err(|e| format!("connect: {e}"))?;
     let peer = s.peer_addr().map_err(|e| format!("getpeername: {e}"))?;
     if peer != target {
         return Err(format!("peer address {peer}, expected {target}"));
@@ -386,15 +476,20 @@ fn attempt_tcp(target: SocketAddr, timeout: Duration) -> Result<String, String> 
     reply_text(&buf)
 }
 
-fn attempt_udp(target: SocketAddr, timeout: Duration) -> Result<String, String> {
+fn attempt_udp(
+    target: SocketAddr,
+    timeout: Duration,
+    source_port: Option<u16>,
+) -> Result<String, String> {
     let deadline = Instant::now() + timeout;
-    let any: SocketAddr = if target.is_ipv4() {
+    let mut any: SocketAddr = if target.is_ipv4() {
         "0.0.0.0:0"
     } else {
         "[::]:0"
     }
     .parse()
     .expect("literal");
+    any.set_port(source_port.unwrap_or(0));
     let u = UdpSocket::bind(any).map_err(|e| format!("bind: {e}"))?;
     u.send_to(UDP_REQUEST, target)
         .map_err(|e| format!("sendto: {e}"))?;
@@ -423,9 +518,117 @@ fn attempt_udp(target: SocketAddr, timeout: Duration) -> Result<String, String> 
     }
 }
 
+/// A blocking IPv4 TCP connect from local port `port` (`SO_REUSEADDR`), bounded by `timeout`
+/// (`SO_SNDTIMEO` bounds a blocking connect()).
+fn tcp_connect_from(port: u16, target: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(t) = target else {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "a source port is supported for IPv4 only",
+        ));
+    };
+    // SAFETY: plain socket syscalls on a descriptor this function owns; on success the
+    // descriptor moves into the TcpStream, on failure it is closed here.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fail = |fd: i32| {
+            let e = io::Error::last_os_error();
+            libc::close(fd);
+            Err(e)
+        };
+        let one: libc::c_int = 1;
+        if libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as u32,
+        ) != 0
+        {
+            return fail(fd);
+        }
+        let tv = libc::timeval {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+        };
+        if libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        ) != 0
+        {
+            return fail(fd);
+        }
+        let sin = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(ip).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let local = sin(std::net::Ipv4Addr::UNSPECIFIED, port);
+        let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        if libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) != 0 {
+            return fail(fd);
+        }
+        let remote = sin(*t.ip(), t.port());
+        if libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) != 0 {
+            let e = io::Error::last_os_error();
+            libc::close(fd);
+            return Err(if e.kind() == io::ErrorKind::WouldBlock {
+                io::Error::new(io::ErrorKind::TimedOut, "connection timed out")
+            } else {
+                e
+            });
+        }
+        Ok(TcpStream::from_raw_fd(fd))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn source_port_and_stream_callback() {
+        for proto in [Proto::Tcp, Proto::Udp] {
+            let srv = Server::bind(proto, "127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = srv.local_addr().unwrap();
+            // A free local port for the client side.
+            let port = UdpSocket::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            std::thread::scope(|s| {
+                s.spawn(|| srv.run("p", 1).unwrap());
+                let opts = ProbeOptions {
+                    source_port: Some(port),
+                    interval: Duration::from_millis(5),
+                    duration: None,
+                };
+                let mut seen = Vec::new();
+                let r = probe_with(proto, addr, 2, Duration::from_secs(1), &opts, |a| {
+                    seen.push(a.to_json())
+                });
+                assert!(r.all_ok(), "{proto}: {r}");
+                assert_eq!(seen.len(), 2);
+                assert!(
+                    seen[1].starts_with("{\"i\":1,\"unix_ms\":")
+                        && seen[1].ends_with("\"ok\":true,\"reply\":\"p\"}"),
+                    "{}",
+                    seen[1]
+                );
+            });
+        }
+    }
 
     #[test]
     fn percentiles_nearest_rank() {

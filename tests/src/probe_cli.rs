@@ -4,19 +4,27 @@
 //! ```text
 //! serve   <tcp|udp> <bind-addr> [--reply TEXT] [--max-secs N]
 //! connect <tcp|udp> <target>    [--count N] [--timeout-ms MS] [--json]
+//!         [--interval-ms MS] [--duration-ms MS] [--source-port P] [--each]
 //! ```
 //! `serve` prints `listening <proto> <addr>` once bound and `served <n>` at the end.
 //! `connect` prints one report line ([`ProbeReport`](crate::ProbeReport)'s `Display`, or JSON
 //! with `--json`) and exits 0 when every attempt succeeded, 1 otherwise; usage errors exit 2.
+//! `--each` also prints one JSON line per attempt as it completes
+//! ([`Attempt::to_json`](crate::probe::Attempt::to_json), flushed), before the report line;
+//! `--interval-ms` pauses between attempts, `--duration-ms` stops early, `--source-port`
+//! binds the client's port (see [`ProbeOptions`](crate::probe::ProbeOptions)).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::probe::{Proto, probe, serve};
+use std::io::Write;
+
+use crate::probe::{ProbeOptions, Proto, probe_with, serve};
 
 /// Usage text for both subcommands.
 pub const USAGE: &str = "usage:\n  serve   <tcp|udp> <bind-addr> [--reply TEXT] [--max-secs N]\n  \
-                         connect <tcp|udp> <target> [--count N] [--timeout-ms MS] [--json]";
+                         connect <tcp|udp> <target> [--count N] [--timeout-ms MS] [--json]\n          \
+                         [--interval-ms MS] [--duration-ms MS] [--source-port P] [--each]";
 
 /// Arguments for `serve` (to append after `kldnet probe` or the testkit binary's `probe`).
 pub fn serve_args(proto: Proto, bind: SocketAddr, reply_with: &str, max_secs: u64) -> Vec<String> {
@@ -104,8 +112,23 @@ fn run(args: &[String]) -> Result<i32, String> {
             let count = flags.take_num("--count")?.unwrap_or(1) as u32;
             let ms = flags.take_num("--timeout-ms")?.unwrap_or(1000);
             let json = flags.switch("--json");
+            let each = flags.switch("--each");
+            let opts = ProbeOptions {
+                interval: Duration::from_millis(flags.take_num("--interval-ms")?.unwrap_or(0)),
+                duration: flags.take_num("--duration-ms")?.map(Duration::from_millis),
+                source_port: flags
+                    .take_num("--source-port")?
+                    .map(|p| u16::try_from(p).map_err(|_| format!("bad --source-port {p}")))
+                    .transpose()?,
+            };
             flags.finish()?;
-            let r = probe(proto, addr, count, Duration::from_millis(ms));
+            let mut out = std::io::stdout();
+            let r = probe_with(proto, addr, count, Duration::from_millis(ms), &opts, |a| {
+                if each {
+                    let _ = writeln!(out, "{}", a.to_json());
+                    let _ = out.flush();
+                }
+            });
             println!("{}", if json { r.to_json() } else { r.to_string() });
             Ok(if r.all_ok() { 0 } else { 1 })
         }

@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail, ensure};
 use crate::bpffs::BpffsMount;
 use crate::cgroup::CgroupGuard;
 use crate::daemon::DaemonGuard;
+use crate::external::{External, ExternalSpec};
 use crate::netns::{NetnsGuard, ip_in, sysctl_in};
 use crate::process::{ChildGuard, Registry, TERM_GRACE, lock, terminate_unreaped};
 use crate::workload::{Workload, WorkloadSpec};
@@ -71,6 +72,7 @@ pub struct Sandbox {
     bpffs: BpffsMount,
     dir: tempfile::TempDir,
     workloads: Vec<Workload>,
+    externals: Vec<External>,
     opts: SandboxBuilder,
     token: String,
     spawned: AtomicU32,
@@ -127,6 +129,7 @@ impl Sandbox {
             bpffs,
             dir,
             workloads: Vec::new(),
+            externals: Vec::new(),
             opts,
             token,
             spawned: AtomicU32::new(0),
@@ -196,6 +199,16 @@ impl Sandbox {
     /// Creates a workload namespace wired to the node (see [`crate::workload`]).
     pub fn add_workload(&mut self, spec: WorkloadSpec) -> Result<Workload> {
         crate::workload::check_spec(&spec, &self.workloads)?;
+        for e in &self.externals {
+            ensure!(
+                e.uplink_ifname != spec.host_ifname && e.name != spec.name,
+                "workload {} ({}) collides with external host {} ({})",
+                spec.name,
+                spec.host_ifname,
+                e.name,
+                e.uplink_ifname
+            );
+        }
         let netns = format!("{}-{}", self.node.name(), spec.name);
         let (guard, w) =
             crate::workload::create(self.node.name(), self.opts.node_addr, &netns, &spec)
@@ -203,6 +216,40 @@ impl Sandbox {
         self.workload_ns.push(guard);
         self.workloads.push(w.clone());
         Ok(w)
+    }
+
+    /// External hosts created so far, in creation order.
+    pub fn externals(&self) -> &[External] {
+        &self.externals
+    }
+
+    /// The external host called `name`.
+    pub fn external(&self, name: &str) -> Option<&External> {
+        self.externals.iter().find(|e| e.name == name)
+    }
+
+    /// Creates an "outside" host for north-south tests: a namespace wired to the node by a
+    /// veth whose node side (`spec.uplink_ifname`) is the uplink (see [`crate::external`]).
+    /// Removed with the sandbox, like a workload.
+    pub fn add_external(&mut self, spec: ExternalSpec) -> Result<External> {
+        crate::external::check_spec(&spec, &self.workloads, &self.externals, self.opts.node_addr)?;
+        let netns = format!("{}-{}", self.node.name(), spec.name);
+        let (guard, e) =
+            crate::external::create(self.node.name(), self.opts.node_addr, &netns, &spec)
+                .with_context(|| format!("create external host {}", spec.name))?;
+        self.workload_ns.push(guard);
+        self.externals.push(e.clone());
+        Ok(e)
+    }
+
+    /// A command inside external host `e` (never in the sandbox cgroup).
+    pub fn external_command<S: AsRef<OsStr>>(
+        &self,
+        e: &External,
+        program: impl AsRef<OsStr>,
+        args: &[S],
+    ) -> Command {
+        self.command_in(&e.netns, program, args, false)
     }
 
     /// A command running `program args` in network namespace `ns` (entered with setns), in the

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use kldnet_testkit::probe::Server;
 use kldnet_testkit::probe_cli::{connect_args, parse_json_ok, serve_args};
 use kldnet_testkit::{
-    ChildGuard, Proto, Sandbox, Workload, WorkloadSpec, cgroup_pids, is_mounted, netns, probe,
-    skip_unless_root,
+    ChildGuard, ExternalSpec, Proto, Sandbox, Workload, WorkloadSpec, cgroup_pids, is_mounted,
+    netns, probe, skip_unless_root,
 };
 
 const HELPER: &str = env!("CARGO_BIN_EXE_kldnet-testkit");
@@ -520,4 +520,99 @@ fn bad_workload_specs_are_rejected() {
         assert!(sbx.add_workload(bad.clone()).is_err(), "accepted {bad:?}");
     }
     assert_eq!(sbx.workloads().len(), 1);
+}
+
+#[test]
+fn external_host_reaches_node_and_workloads_through_uplink() {
+    if skip_unless_root("external_host_reaches_node_and_workloads_through_uplink") {
+        return;
+    }
+    let mut sbx = Sandbox::new("external").unwrap();
+    let w1 = sbx
+        .add_workload(WorkloadSpec::new("w1", "vnet1", &[ip("10.0.0.1")]).vm())
+        .unwrap();
+    let ext = sbx
+        .add_external(ExternalSpec::new("outside", "uplink0", ip("203.0.113.50")))
+        .unwrap();
+    assert!(ext.uplink_ifindex > 1 && ext.mac.len() == 17, "{ext:?}");
+    assert_eq!(sbx.external("outside"), Some(&ext));
+    for bad in [
+        ExternalSpec::new("outside", "uplink1", ip("203.0.113.51")),
+        ExternalSpec::new("o2", "uplink0", ip("203.0.113.51")),
+        ExternalSpec::new("o2", "vnet1", ip("203.0.113.51")),
+        ExternalSpec::new("o2", "uplink1", ip("203.0.113.50")),
+        ExternalSpec::new("w1", "uplink1", ip("203.0.113.51")),
+        ExternalSpec::new("o2", "uplink1", sbx.node_addr()),
+    ] {
+        assert!(sbx.add_external(bad.clone()).is_err(), "accepted {bad:?}");
+    }
+    assert!(
+        sbx.add_workload(WorkloadSpec::new("w2", "uplink0", &[ip("10.0.0.2")]))
+            .is_err()
+    );
+
+    // Outside → node address and outside → workload (routed by the node); node → outside.
+    let node_addr = sbx.node_addr();
+    let servers: Vec<(String, Server)> = vec![
+        (
+            "node".into(),
+            sbx.run_in_netns(sbx.node_netns(), || {
+                Server::bind(Proto::Tcp, sa(node_addr, TCP_PORT))
+            })
+            .unwrap()
+            .unwrap(),
+        ),
+        (
+            "w1".into(),
+            sbx.run_in_netns(&w1.netns, || {
+                Server::bind(Proto::Tcp, sa(w1.addr(), TCP_PORT))
+            })
+            .unwrap()
+            .unwrap(),
+        ),
+        (
+            "outside".into(),
+            sbx.run_in_netns(&ext.netns, || {
+                Server::bind(Proto::Udp, sa(ext.addr, UDP_PORT))
+            })
+            .unwrap()
+            .unwrap(),
+        ),
+    ];
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        for (name, s) in &servers {
+            let stop = &stop;
+            scope.spawn(move || s.run_until(name, 30, stop).unwrap());
+        }
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop = StopOnDrop(&stop);
+        for (to, want) in [(node_addr, "node"), (w1.addr(), "w1")] {
+            let r = sbx
+                .run_in_netns(&ext.netns, || {
+                    probe(Proto::Tcp, sa(to, TCP_PORT), 2, Duration::from_secs(2))
+                })
+                .unwrap();
+            assert!(r.all_ok() && r.count(want) == 2, "outside → {to}: {r}");
+        }
+        let r = sbx
+            .run_in_netns(sbx.node_netns(), || {
+                probe(
+                    Proto::Udp,
+                    sa(ext.addr, UDP_PORT),
+                    2,
+                    Duration::from_secs(2),
+                )
+            })
+            .unwrap();
+        assert!(r.all_ok() && r.count("outside") == 2, "node → outside: {r}");
+    });
+    let ns = ext.netns.clone();
+    drop(sbx);
+    assert!(!netns::netns_path(&ns).exists(), "external netns {ns} left");
 }
