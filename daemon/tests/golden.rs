@@ -25,6 +25,7 @@ fn env() -> Environment {
         hostname: "golden-host".into(),
         interfaces,
         offline: false,
+        views: true,
     }
 }
 

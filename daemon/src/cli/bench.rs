@@ -359,6 +359,12 @@ fn apply_steps(pin_dir: &Path, dirs: &[PathBuf], dir: &Path, runs: u32) -> Resul
         one.push(t.elapsed());
         anyhow::ensure!(r.ok, "reload failed: {:?}", r.diagnostics);
     }
+    let phases: Vec<String> = engine
+        .phases
+        .iter()
+        .map(|(n, us)| format!("{n} {:.1} ms", *us as f64 / 1000.0))
+        .collect();
+    println!("  last reload's phases: {}", phases.join(", "));
     println!(
         "one-service change, full reload: {} (median of {runs}; {})",
         ms(median(one)),

@@ -35,6 +35,9 @@ pub struct Environment {
     /// `kldnet check`: the interfaces are not this machine's to look at, so missing ones
     /// are not reported.
     pub offline: bool,
+    /// Also build the human views of services ([`Compiled::services`]); the daemon's
+    /// reloads skip them and build them when asked.
+    pub views: bool,
 }
 
 /// Where a program is attached.

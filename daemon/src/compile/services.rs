@@ -84,7 +84,7 @@ pub(super) fn compile_services(spec: &Spec, env: &Environment, out: &mut Compile
             .unwrap_or(&[]);
         for port in &svc.ports {
             let backends = resolve_backends(&ctx, svc, port, candidates);
-            for b in &backends {
+            for b in backends.iter().filter(|_| env.views) {
                 let v = BackendView {
                     address: format!("{}:{}/{}", b.addr, b.port, port.protocol),
                     weight: b.weight,
@@ -118,8 +118,10 @@ pub(super) fn compile_services(spec: &Spec, env: &Environment, out: &mut Compile
                 .collect();
             let categorized = selection::categorize(&cands, &policy);
             for (vip, port_no, flags, reach) in frontends(svc, port, node.address) {
-                view.frontends
-                    .push(format!("{vip}:{port_no}/{}", port.protocol));
+                if env.views {
+                    view.frontends
+                        .push(format!("{vip}:{port_no}/{}", port.protocol));
+                }
                 let usable = match reach {
                     Reach::Internal => categorized.internal(&policy),
                     Reach::External => categorized.external(&policy),
@@ -135,7 +137,9 @@ pub(super) fn compile_services(spec: &Spec, env: &Environment, out: &mut Compile
                 );
             }
         }
-        out.services.push(view);
+        if env.views {
+            out.services.push(view);
+        }
     }
 }
 

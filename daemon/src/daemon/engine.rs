@@ -30,6 +30,8 @@ pub struct Engine {
     pub reloads: u64,
     pub failures: u64,
     pub last: Option<ReloadResult>,
+    /// Microseconds each phase of the last reload took (for benchmarks and debugging).
+    pub phases: Vec<(&'static str, u64)>,
     /// Parsed files by content: a reload re-parses only files that changed.
     pub parse_cache: kldnet_config::ParseCache,
 }
@@ -57,6 +59,7 @@ impl Engine {
             failures: 0,
             last: None,
             parse_cache: kldnet_config::ParseCache::default(),
+            phases: Vec::new(),
         })
     }
 
@@ -64,14 +67,17 @@ impl Engine {
     pub fn reload(&mut self) -> ReloadResult {
         let started = Instant::now();
         self.reloads += 1;
+        self.phases.clear();
         let (spec, mut diags) =
             kldnet_config::load_dirs_cached(&self.config_dirs, &mut self.parse_cache);
+        self.phase("read+parse+validate", started);
         let outcome = if diags.has_errors() {
             Err(format!("configuration has {}", diags.summary()))
         } else {
             self.compile_and_apply(spec, &mut diags)
         };
         let rendered = render(&diags);
+        let t = Instant::now();
         let result = match outcome {
             Ok(summary) => {
                 if summary != "no changes" || self.generation == 0 {
@@ -98,6 +104,7 @@ impl Engine {
         };
         self.last = Some(result.clone());
         release_freed_memory();
+        self.phase("trim", t);
         result
     }
 
@@ -106,8 +113,12 @@ impl Engine {
             hostname: self.hostname.clone(),
             interfaces: (self.interfaces)(),
             offline: false,
+            views: false,
         };
-        let compiled = compile::compile(&spec, &env, &self.alloc);
+        let t = Instant::now();
+        let mut compiled = compile::compile(&spec, &env, &self.alloc);
+        self.phase("compile", t);
+        let t = Instant::now();
         diags.0.extend(compiled.diagnostics.iter().cloned());
         diags.sort();
         if compiled.has_errors() {
@@ -115,15 +126,30 @@ impl Engine {
         }
         match apply::apply(self.io.as_mut(), &mut self.current, &compiled.state) {
             Ok(delta) => {
-                self.alloc = compiled.alloc.clone();
+                self.alloc = std::mem::take(&mut compiled.alloc);
                 self.spec = spec;
                 self.compiled = compiled;
                 // `current` now equals the compiled state: keep one copy.
                 self.compiled.state = Default::default();
+                self.phase("diff+apply+swap", t);
                 Ok(delta.summary())
             }
             Err(e) => Err(format!("apply failed, previous state restored: {e}")),
         }
+    }
+
+    /// Services as compiled (frontends, backends), built on request: reloads skip them.
+    pub fn service_views(&self) -> Vec<crate::compile::ServiceView> {
+        let env = Environment {
+            hostname: self.hostname.clone(),
+            views: true,
+            ..Environment::default()
+        };
+        compile::compile(&self.spec, &env, &self.alloc).services
+    }
+
+    fn phase(&mut self, name: &'static str, since: Instant) {
+        self.phases.push((name, since.elapsed().as_micros() as u64));
     }
 
     pub fn state_name(&self) -> &'static str {

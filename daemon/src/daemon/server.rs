@@ -20,7 +20,7 @@ impl Daemon {
                 identities: self.engine.compiled.identities.identities.clone(),
             },
             Request::Services => Response::Services {
-                services: self.engine.compiled.services.clone(),
+                services: self.engine.service_views(),
             },
             Request::MapDump { map } => match self.map_dump(&map) {
                 Ok(entries) => Response::MapDump { entries },

@@ -240,19 +240,35 @@ fn upserts<K: aya::Pod + Ord, V: aya::Pod>(
     mirror: &mut BTreeMap<K, V>,
     name: impl Fn(&K) -> String,
 ) -> Result<(), ApplyError> {
-    for (k, v) in entries {
-        io.update(map, as_bytes(k), as_bytes(v))
-            .map_err(|source| ApplyError {
+    // Many entries go in batches (one syscall each); the kernel reports how many of a
+    // batch landed, so the mirror stays exact even when a batch fails half-way.
+    for chunk in entries.chunks(BATCH) {
+        let mut keys = Vec::with_capacity(chunk.len() * size_of::<K>());
+        let mut values = Vec::with_capacity(chunk.len() * size_of::<V>());
+        for (k, v) in chunk {
+            keys.extend_from_slice(as_bytes(k));
+            values.extend_from_slice(as_bytes(v));
+        }
+        let (done, result) = io.update_batch(map, &keys, &values, chunk.len());
+        for (k, v) in &chunk[..done] {
+            mirror.insert(*k, *v);
+        }
+        if let Err(source) = result {
+            let k = &chunk[done.min(chunk.len() - 1)].0;
+            return Err(ApplyError {
                 op: "write",
                 map: map.to_string(),
                 key: name(k),
                 hint: hint(&source),
                 source,
-            })?;
-        mirror.insert(*k, *v);
+            });
+        }
     }
     Ok(())
 }
+
+/// Entries per batch syscall.
+const BATCH: usize = 4096;
 
 fn deletes<K: aya::Pod + Ord, V>(
     io: &mut dyn MapIo,

@@ -279,6 +279,43 @@ impl MapIo for KernelDatapath {
         sys::update(m.data.fd().as_fd(), key, value)
     }
 
+    fn update_batch(
+        &mut self,
+        map: &str,
+        keys: &[u8],
+        values: &[u8],
+        count: usize,
+    ) -> (usize, io::Result<()>) {
+        let m = match self.map(map) {
+            Ok(m) => m,
+            Err(e) => return (0, Err(e)),
+        };
+        match sys::update_batch(m.data.fd().as_fd(), keys, values, count) {
+            // LPM tries have no batch operations (EINVAL, or the kernel-internal
+            // ENOTSUPP = 524): one syscall per entry there.
+            Err((0, e))
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINVAL) | Some(524) | Some(libc::EOPNOTSUPP)
+                ) =>
+            {
+                let (ks, vs) = (keys.len() / count.max(1), values.len() / count.max(1));
+                for i in 0..count {
+                    if let Err(e) = sys::update(
+                        m.data.fd().as_fd(),
+                        &keys[i * ks..(i + 1) * ks],
+                        &values[i * vs..(i + 1) * vs],
+                    ) {
+                        return (i, Err(e));
+                    }
+                }
+                (count, Ok(()))
+            }
+            Err((done, e)) => (done, Err(e)),
+            Ok(()) => (count, Ok(())),
+        }
+    }
+
     fn delete(&mut self, map: &str, key: &[u8]) -> io::Result<()> {
         let m = self.map(map)?;
         sys::delete(m.data.fd().as_fd(), key)

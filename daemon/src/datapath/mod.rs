@@ -21,6 +21,27 @@ use crate::compile::{Attachment, DesiredState};
 pub trait MapIo {
     fn update(&mut self, map: &str, key: &[u8], value: &[u8]) -> io::Result<()>;
     fn delete(&mut self, map: &str, key: &[u8]) -> io::Result<()>;
+    /// Writes `count` entries (keys and values laid end to end). Returns how many were
+    /// written, and the error that stopped the rest.
+    fn update_batch(
+        &mut self,
+        map: &str,
+        keys: &[u8],
+        values: &[u8],
+        count: usize,
+    ) -> (usize, io::Result<()>) {
+        let (ks, vs) = (keys.len() / count.max(1), values.len() / count.max(1));
+        for i in 0..count {
+            if let Err(e) = self.update(
+                map,
+                &keys[i * ks..(i + 1) * ks],
+                &values[i * vs..(i + 1) * vs],
+            ) {
+                return (i, Err(e));
+            }
+        }
+        (count, Ok(()))
+    }
     /// Every (key, value) of a map.
     fn dump(&self, map: &str) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>>;
     /// Attaches the programs at an attachment point (idempotent).

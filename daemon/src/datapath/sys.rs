@@ -257,3 +257,24 @@ pub fn map_fd_by_id(id: u32) -> io::Result<OwnedFd> {
     )
     .map(owned)
 }
+
+/// BPF_MAP_UPDATE_BATCH of `count` entries laid end to end. On failure: how many landed.
+pub fn update_batch(
+    fd: BorrowedFd<'_>,
+    keys: &[u8],
+    values: &[u8],
+    count: usize,
+) -> Result<(), (usize, io::Error)> {
+    let mut attr = BatchAttr {
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count: count as u32,
+        map_fd: fd.as_raw_fd() as u32,
+        ..BatchAttr::default()
+    };
+    match bpf_raw(BPF_MAP_UPDATE_BATCH, &mut attr) {
+        Ok(_) if attr.count as usize == count => Ok(()),
+        Ok(_) => Err((attr.count as usize, io::Error::other("short batch update"))),
+        Err(e) => Err((attr.count as usize, e)),
+    }
+}
