@@ -125,6 +125,12 @@ fn kldnetd_unit_settings() {
     for p in ["/sys/fs/bpf", "/sys/fs/cgroup"] {
         assert!(get("ReadWritePaths").contains(p), "ReadWritePaths has {p}");
     }
+    // Regression: ProtectKernelTunables=yes made /sys/fs/bpf read-only despite ReadWritePaths
+    // (systemd 252), so kldnetd could not pin and exited 4 at boot.
+    assert!(
+        !s.contains_key("ProtectKernelTunables"),
+        "ProtectKernelTunables makes /sys/fs/bpf read-only"
+    );
     for d in [
         "ConfigurationDirectory",
         "RuntimeDirectory",

@@ -104,7 +104,9 @@ pub fn build(inputs: &Inputs, stage: &Path, work: &Path, out: &Path) -> Result<P
         Ok(())
     };
     let installed = util::installed_size_kib(&root, "DEBIAN")?;
-    let depends = shlib_depends(&root);
+    // procps: /bin/kill for the unit's ExecReload (not in a minimal Debian; found by the
+    // nspawn boot test).
+    let depends = format!("{}, procps", shlib_depends(&root));
     write(
         "control",
         &control(&inputs.version, &arch, installed, &depends),
