@@ -35,6 +35,14 @@ pub fn load_dirs(dirs: &[PathBuf]) -> (Spec, Diagnostics) {
 #[derive(Debug, Default)]
 pub struct ParseCache {
     files: std::collections::HashMap<PathBuf, std::sync::Arc<ParsedFile>>,
+    last_parsed_bytes: usize,
+}
+
+impl ParseCache {
+    /// Bytes of text the last load had to parse (files new or changed since the one before).
+    pub fn last_parsed_bytes(&self) -> usize {
+        self.last_parsed_bytes
+    }
 }
 
 /// [`load_dirs`] reusing (and refreshing) `cache`.
@@ -42,10 +50,14 @@ pub fn load_dirs_cached(dirs: &[PathBuf], cache: &mut ParseCache) -> (Spec, Diag
     let (files, mut diags) = source::read_config_dirs(dirs);
     let mut parsed = Vec::with_capacity(files.len());
     let mut fresh = std::collections::HashMap::new();
+    cache.last_parsed_bytes = 0;
     for file in files {
         let p = match cache.files.remove(&file.path) {
             Some(hit) if hit.file.text == file.text => hit,
-            _ => std::sync::Arc::new(parse_file(file)),
+            _ => {
+                cache.last_parsed_bytes += file.text.len();
+                std::sync::Arc::new(parse_file(file))
+            }
         };
         fresh.insert(p.file.path.clone(), std::sync::Arc::clone(&p));
         parsed.push(p);

@@ -262,6 +262,8 @@ fn daemon_steps(tmp: &Path, dir: &Path, runs: u32) -> Result<()> {
                 .unwrap_or(0.0)
                 / 1024.0
         };
+        // kldnetd returns freed heap a second after a reload, when idle.
+        std::thread::sleep(Duration::from_millis(1500));
         println!(
             "kldnetd memory after start: RSS {:.1} MiB (peak {:.1} MiB)",
             rss("VmRSS:"),
@@ -297,6 +299,7 @@ fn daemon_steps(tmp: &Path, dir: &Path, runs: u32) -> Result<()> {
             ms(wall),
             inner as f64 / 1000.0
         );
+        std::thread::sleep(Duration::from_millis(1500));
         println!(
             "kldnetd memory after reloads: RSS {:.1} MiB (peak {:.1} MiB)",
             rss("VmRSS:"),

@@ -77,7 +77,6 @@ impl Engine {
             self.compile_and_apply(spec, &mut diags)
         };
         let rendered = render(&diags);
-        let t = Instant::now();
         let result = match outcome {
             Ok(summary) => {
                 if summary != "no changes" || self.generation == 0 {
@@ -103,8 +102,6 @@ impl Engine {
             }
         };
         self.last = Some(result.clone());
-        release_freed_memory();
-        self.phase("trim", t);
         result
     }
 
@@ -171,8 +168,9 @@ fn render(diags: &Diagnostics) -> Vec<String> {
 }
 
 /// Parsing a large config peaks far above what the daemon keeps; hand the freed heap back
-/// to the kernel so the resident size reflects the steady state.
-fn release_freed_memory() {
+/// to the kernel so the resident size reflects the steady state. Walks the whole heap
+/// (milliseconds on a large config), so the daemon calls it when idle, not in a reload.
+pub fn release_freed_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only releases free heap pages; no pointers are invalidated.
     unsafe {

@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
 
-pub use engine::Engine;
+pub use engine::{Engine, release_freed_memory};
 
 use crate::api::{KernelFeatures, ReloadResult, Request, Response};
 use crate::datapath::{features, kernel};
@@ -103,12 +103,15 @@ pub struct Daemon {
     pub paths: Paths,
     pub cgroup: Option<PathBuf>,
     pub features: KernelFeatures,
+    /// When to hand freed heap back to the kernel (a moment after the last reload).
+    pub trim_due: Option<tokio::time::Instant>,
 }
 
 impl Daemon {
     fn reload(&mut self, why: &str) -> ReloadResult {
         sdnotify::reloading();
         let r = self.engine.reload();
+        self.trim_due = Some(tokio::time::Instant::now() + Duration::from_secs(1));
         for d in &r.diagnostics {
             if r.ok {
                 tracing::warn!("{d}");
@@ -244,6 +247,7 @@ fn start_datapath(paths: &Paths) -> Result<Daemon> {
     let engine = Engine::adopt(Box::new(kernel), paths.config_dirs.clone(), hostname())
         .context("read pinned maps")?;
     Ok(Daemon {
+        trim_due: None,
         engine,
         paths: paths.clone(),
         cgroup,
@@ -282,7 +286,13 @@ async fn run(paths: Paths, dbus: String) -> Result<()> {
     let mut watchdog =
         tokio::time::interval(sdnotify::watchdog_interval().unwrap_or(Duration::from_secs(3600)));
     loop {
+        let trim_due = daemon.trim_due;
         tokio::select! {
+            // A second after a reload, when nothing else happens, return freed heap.
+            _ = async { tokio::time::sleep_until(trim_due.expect("guarded")).await }, if trim_due.is_some() => {
+                release_freed_memory();
+                daemon.trim_due = None;
+            }
             conn = listener.accept() => {
                 if let Ok((stream, _)) = conn {
                     serve_one(&mut daemon, stream).await;
