@@ -2,6 +2,7 @@
 //! The `kldnet` command line: offline commands (`check`) and clients of the daemon.
 
 mod bench;
+mod bench_services;
 mod check;
 mod demo;
 mod show;
@@ -91,6 +92,8 @@ pub enum Command {
 pub enum BenchCommand {
     /// Parse, validate, compile and apply a large generated configuration.
     Reload(bench::ReloadBenchArgs),
+    /// Service LB side by side with kube-proxy's iptables and nftables rules.
+    Services(bench_services::ServicesBenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,6 +144,7 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::Demo(args) => demo::run(args),
         Command::Bench(BenchCommand::Reload(args)) => bench::run(args),
+        Command::Bench(BenchCommand::Services(args)) => bench_services::run(args),
         Command::Probe { args } => kldnet_testkit::probe_cli::cli_main(&args),
     }
 }
