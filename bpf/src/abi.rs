@@ -44,6 +44,8 @@ pub const MAP_EVENTS: &str = "kld_events";
 pub const MAP_METRICS: &str = "kld_metrics";
 /// Per-CPU array `u32` index (`CTR_*`) → `u64`.
 pub const MAP_COUNTERS: &str = "kld_counters";
+/// Per-CPU [`PolicyHitsKey`] → [`MetricsValue`]: verdicts per deciding rule.
+pub const MAP_POLICY_HITS: &str = "kld_policy_hits";
 
 /// Every pinned map, in abi.h order.
 pub const MAP_NAMES: &[&str] = &[
@@ -60,6 +62,7 @@ pub const MAP_NAMES: &[&str] = &[
     MAP_CT4,
     MAP_EVENTS,
     MAP_METRICS,
+    MAP_POLICY_HITS,
     MAP_COUNTERS,
 ];
 
@@ -86,6 +89,8 @@ pub const EVENTS_BYTES: u32 = 1 << 20;
 pub const MAX_METRICS: u32 = 1024;
 /// `kld_counters` slots.
 pub const MAX_COUNTERS: u32 = 16;
+/// `kld_policy_hits` max entries.
+pub const MAX_POLICY_HITS: u32 = 16_384;
 /// `kld_lb4_affin` max entries.
 pub const MAX_LB4_AFFIN: u32 = 262_144;
 /// `kld_lb4_maglev` (outer) max entries: services with a Maglev table.
@@ -138,6 +143,11 @@ pub const ID_UNKNOWN: u32 = 0;
 pub const ID_HOST: u32 = 1;
 /// Anything outside the cluster (default when no lookup matches).
 pub const ID_WORLD: u32 = 2;
+/// Reserved identity: another node of the cluster.
+pub const ID_REMOTE_NODE: u32 = 6;
+/// First identity of policy CIDRs (local scope): `ID_CIDR_BASE` + 24 bits
+/// derived from the prefix.
+pub const ID_CIDR_BASE: u32 = 1 << 24;
 /// `family` value for IPv4 (not `AF_INET`).
 pub const FAMILY_V4: u8 = 4;
 /// `family` value for IPv6 (not `AF_INET6`).
@@ -590,6 +600,10 @@ pub struct CtEntry {
     pub flags: u8,
     /// Zero.
     pub pad: [u8; 3],
+    /// Host order: policy set the cached verdict was made with, 0 = none.
+    pub policy_set: u32,
+    /// Host order: peer identity the cached verdict was made for.
+    pub policy_peer: u32,
 }
 
 /// `kld_events` ring buffer record.
@@ -660,6 +674,20 @@ pub struct MetricsKey {
     pub pad: [u8; 2],
 }
 
+/// `kld_policy_hits` key: verdicts per deciding rule (values: [`MetricsValue`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PolicyHitsKey {
+    /// Host order: [`PolicyEntry::rule_id`], 0 = no rule (default deny).
+    pub rule_id: u32,
+    /// `DIR_*`.
+    pub direction: u8,
+    /// [`REASON_FORWARDED`] (allowed) or `DROP_POLICY_*`.
+    pub reason: u8,
+    /// Zero.
+    pub pad: [u8; 2],
+}
+
 /// `kld_metrics` value (one per CPU; sum them).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -690,4 +718,5 @@ pod!(
     FlowEvent,
     MetricsKey,
     MetricsValue,
+    PolicyHitsKey,
 );

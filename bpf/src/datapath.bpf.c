@@ -14,7 +14,9 @@
  *                  that did not pass kld_from_ep (remote backends).
  *
  * Programs observe (conntrack, events, metrics) and pass (TC_ACT_OK) unless
- * they translate a packet; policy plugs in between tracking and the verdict.
+ * they translate a packet or policy drops it: the endpoint hooks enforce
+ * policy between tracking and the verdict (policy.h), after service
+ * translation so that egress policy sees the backend.
  * See lb_xlate.h for the LB model and what it does not handle.
  */
 #include <linux/bpf.h>
@@ -29,6 +31,7 @@
 #include "kldnet/lb_xlate.h"
 #include "kldnet/metrics.h"
 #include "kldnet/parse.h"
+#include "kldnet/policy.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -79,6 +82,46 @@ static __always_inline int kld_drop4(struct __sk_buff *skb, const struct kld_pkt
 	return TC_ACT_SHOT;
 }
 
+/* Policy drop: counted, always reported with the deciding rule. */
+static __always_inline int kld_policy_drop4(struct __sk_buff *skb, const struct kld_pkt4 *p,
+					    const struct kld_policy_result *pol, __u8 direction,
+					    __u32 src_identity, __u32 dst_identity, __u64 now)
+{
+	struct kld_event_meta m = {
+		.src_identity = src_identity,
+		.dst_identity = dst_identity,
+		.rule_id = pol->rule_id,
+		.type = KLD_EVENT_DROP,
+		.reason = pol->reason,
+		.direction = direction,
+	};
+
+	kld_metrics_add(pol->reason, direction, p->len);
+	if (KLD_EVENTS_ENABLED)
+		kld_emit4(skb, p, &m, now);
+	return TC_ACT_SHOT;
+}
+
+/* Policy verdict event for the first packet of a flow the policy allowed. */
+static __always_inline void kld_policy_verdict4(struct __sk_buff *skb, const struct kld_pkt4 *p,
+						const struct kld_policy_result *pol,
+						const struct kld_ct_result *ct, __u8 direction,
+						__u32 src_identity, __u32 dst_identity, __u64 now)
+{
+	struct kld_event_meta m = {
+		.src_identity = src_identity,
+		.dst_identity = dst_identity,
+		.rule_id = pol->rule_id,
+		.type = KLD_EVENT_POLICY_VERDICT,
+		.reason = KLD_REASON_FORWARDED,
+		.direction = direction,
+		.flags = KLD_EVF_NEW_FLOW,
+	};
+
+	if (KLD_EVENTS_ENABLED && pol->looked_up && (ct->new_flow || !ct->entry))
+		kld_emit4(skb, p, &m, now);
+}
+
 /*
  * The packet's source was rewritten to a frontend that may be a node
  * address (NodePort): the stack would drop it as a martian source
@@ -124,9 +167,11 @@ static __always_inline int kld_from_ep_service(struct __sk_buff *skb, struct kld
 					       const struct lb4_key *key,
 					       const struct lb4_service *svc, __u64 now)
 {
+	struct kld_policy_result pol = {};
 	struct kld_ct_result ct;
 	struct kld_xlate x;
 	__u32 src_identity = kld_identity4(p->saddr);
+	__u32 dst_identity;
 
 	switch (kld_lb4_xlate(skb, p, key, svc, 0, 1, now, &x)) {
 	case KLD_XLATE_DONE:
@@ -143,11 +188,23 @@ static __always_inline int kld_from_ep_service(struct __sk_buff *skb, struct kld
 		return -1; /* mid-update: caller handles it as plain traffic */
 	}
 
-	kld_metrics_add(KLD_REASON_FORWARDED, KLD_DIR_EGRESS, p->len);
 	kld_ct4_track(p, KLD_CT_DIR_EGRESS, src_identity, now, &ct);
 	kld_lb4_stamp(ct.entry, &x, 0);
-	kld_trace4(skb, p, &ct, src_identity, kld_identity4(p->daddr), KLD_TRACE_FROM_EP,
-		   KLD_DIR_EGRESS, x.rev_nat_index, now);
+	dst_identity = kld_identity4(p->daddr);
+	/* Egress policy sees the backend. A hairpin flow stays inside the
+	 * workload (its source is KLD_HAIRPIN_IP now): nothing to enforce. */
+	if (!x.hairpin) {
+		kld_policy_enforce(kld_endpoint4(p->saddr), KLD_DIR_EGRESS, dst_identity, p, &ct,
+				   KLD_CT_DIR_EGRESS, &pol);
+		if (pol.reason)
+			return kld_policy_drop4(skb, p, &pol, KLD_DIR_EGRESS, src_identity,
+						dst_identity, now);
+		kld_policy_verdict4(skb, p, &pol, &ct, KLD_DIR_EGRESS, src_identity, dst_identity,
+				    now);
+	}
+	kld_metrics_add(KLD_REASON_FORWARDED, KLD_DIR_EGRESS, p->len);
+	kld_trace4(skb, p, &ct, src_identity, dst_identity, KLD_TRACE_FROM_EP, KLD_DIR_EGRESS,
+		   x.rev_nat_index, now);
 	if (x.hairpin)
 		return kld_hairpin_out(skb);
 	return TC_ACT_OK;
@@ -156,11 +213,13 @@ static __always_inline int kld_from_ep_service(struct __sk_buff *skb, struct kld
 SEC("classifier")
 int kld_from_ep(struct __sk_buff *skb)
 {
+	struct kld_policy_result pol = {};
 	struct kld_ct_result ct = {};
+	struct endpoint_info *src_ep;
 	struct kld_pkt4 p;
 	struct lb4_key key;
 	struct lb4_service *svc;
-	__u32 src_identity;
+	__u32 src_identity, dst_identity;
 	__u64 now;
 
 	switch (kld_parse(skb, &p)) {
@@ -203,9 +262,16 @@ int kld_from_ep(struct __sk_buff *skb)
 		}
 	}
 
-	src_identity = kld_identity4(p.saddr);
-	kld_metrics_add(KLD_REASON_FORWARDED, KLD_DIR_EGRESS, p.len);
+	src_ep = kld_endpoint4(p.saddr);
+	src_identity = src_ep ? src_ep->identity : kld_identity4(p.saddr);
+	dst_identity = kld_identity4(p.daddr);
 	kld_ct4_track(&p, KLD_CT_DIR_EGRESS, src_identity, now, &ct);
+	kld_policy_enforce(src_ep, KLD_DIR_EGRESS, dst_identity, &p, &ct, KLD_CT_DIR_EGRESS, &pol);
+	if (pol.reason)
+		return kld_policy_drop4(skb, &p, &pol, KLD_DIR_EGRESS, src_identity, dst_identity,
+					now);
+	kld_policy_verdict4(skb, &p, &pol, &ct, KLD_DIR_EGRESS, src_identity, dst_identity, now);
+	kld_metrics_add(KLD_REASON_FORWARDED, KLD_DIR_EGRESS, p.len);
 	if (ct.reply && ct.entry && (ct.entry->flags & KLD_CT_F_NORTH_SOUTH) &&
 	    kld_lb4_eligible(&p)) {
 		/* Reply of a north-south flow from a local backend: it enters the
@@ -224,18 +290,20 @@ int kld_from_ep(struct __sk_buff *skb)
 			return kld_route_out(skb, &p);
 		return TC_ACT_OK;
 	}
-	kld_trace4(skb, &p, &ct, src_identity, kld_identity4(p.daddr), KLD_TRACE_FROM_EP,
-		   KLD_DIR_EGRESS, 0, now);
+	kld_trace4(skb, &p, &ct, src_identity, dst_identity, KLD_TRACE_FROM_EP, KLD_DIR_EGRESS, 0,
+		   now);
 	return TC_ACT_OK;
 }
 
 SEC("classifier")
 int kld_to_ep(struct __sk_buff *skb)
 {
+	struct kld_policy_result pol = {};
+	struct endpoint_info *dst_ep;
 	struct kld_ct_result ct;
 	struct kld_pkt4 p;
 	__u16 rev_nat_index = 0;
-	__u32 src_identity;
+	__u32 src_identity, dst_identity;
 	__u64 now;
 
 	/* Hairpin packet redirected back by kld_from_ep: already handled. */
@@ -254,8 +322,15 @@ int kld_to_ep(struct __sk_buff *skb)
 	}
 	now = bpf_ktime_get_ns();
 	src_identity = kld_identity4(p.saddr);
-	kld_metrics_add(KLD_REASON_FORWARDED, KLD_DIR_INGRESS, p.len);
+	dst_ep = kld_endpoint4(p.daddr);
+	dst_identity = dst_ep ? dst_ep->identity : kld_identity4(p.daddr);
 	kld_ct4_track(&p, KLD_CT_DIR_INGRESS, src_identity, now, &ct);
+	kld_policy_enforce(dst_ep, KLD_DIR_INGRESS, src_identity, &p, &ct, KLD_CT_DIR_INGRESS, &pol);
+	if (pol.reason)
+		return kld_policy_drop4(skb, &p, &pol, KLD_DIR_INGRESS, src_identity, dst_identity,
+					now);
+	kld_policy_verdict4(skb, &p, &pol, &ct, KLD_DIR_INGRESS, src_identity, dst_identity, now);
+	kld_metrics_add(KLD_REASON_FORWARDED, KLD_DIR_INGRESS, p.len);
 
 	/* Reply of an east-west flow this endpoint sent to a frontend: make it
 	 * come from the frontend again (north-south replies never get here). */
@@ -268,8 +343,8 @@ int kld_to_ep(struct __sk_buff *skb)
 					 rev_nat_index, now);
 		}
 	}
-	kld_trace4(skb, &p, &ct, src_identity, kld_identity4(p.daddr), KLD_TRACE_TO_EP,
-		   KLD_DIR_INGRESS, rev_nat_index, now);
+	kld_trace4(skb, &p, &ct, src_identity, dst_identity, KLD_TRACE_TO_EP, KLD_DIR_INGRESS,
+		   rev_nat_index, now);
 	return TC_ACT_OK;
 }
 

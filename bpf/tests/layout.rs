@@ -54,7 +54,7 @@ fn rust_layouts() -> Vec<Layout> {
         layout!(Ct4Key => "ct4_key" { saddr, daddr, sport, dport, proto, flags, pad }),
         layout!(CtEntry => "ct_entry" {
             expires_ns, last_report_ns, backend_id, src_identity, rev_nat_index,
-            tx_tcp_flags, rx_tcp_flags, flags, pad
+            tx_tcp_flags, rx_tcp_flags, flags, pad, policy_set, policy_peer
         }),
         layout!(FlowEvent => "flow_event" {
             timestamp_ns, ifindex, src_identity, dst_identity, rule_id, r#type = "type", reason,
@@ -63,6 +63,7 @@ fn rust_layouts() -> Vec<Layout> {
         }),
         layout!(MetricsKey => "metrics_key" { reason, direction, pad }),
         layout!(MetricsValue => "metrics_value" { packets, bytes }),
+        layout!(PolicyHitsKey => "policy_hits_key" { rule_id, direction, reason, pad }),
     ]
 }
 
@@ -205,11 +206,14 @@ fn rust_constants() -> Vec<(&'static str, u64)> {
         c!(MAX_METRICS),
         c!(MAX_COUNTERS),
         c!(MAX_LB4_AFFIN),
+        c!(MAX_POLICY_HITS),
         c!(MAX_LB4_MAGLEV),
         c!(MAGLEV_M_DEFAULT),
         c!(ID_UNKNOWN),
         c!(ID_HOST),
         c!(ID_WORLD),
+        c!(ID_REMOTE_NODE),
+        c!(ID_CIDR_BASE),
         c!(FAMILY_V4),
         c!(FAMILY_V6),
         c!(DIR_INGRESS),

@@ -53,6 +53,9 @@
 #ifndef KLD_MAX_COUNTERS
 #define KLD_MAX_COUNTERS 16
 #endif
+#ifndef KLD_MAX_POLICY_HITS
+#define KLD_MAX_POLICY_HITS 16384
+#endif
 #ifndef KLD_MAX_LB4_AFFIN
 #define KLD_MAX_LB4_AFFIN 262144
 #endif
@@ -68,6 +71,10 @@
 #define KLD_ID_UNKNOWN 0
 #define KLD_ID_HOST 1
 #define KLD_ID_WORLD 2
+#define KLD_ID_REMOTE_NODE 6
+/* Identities of policy CIDRs (local scope, as Cilium): KLD_ID_CIDR_BASE plus
+ * 24 bits derived from the prefix; never sent to other nodes. */
+#define KLD_ID_CIDR_BASE (1u << 24)
 
 /* ---- address families used in keys/events (not AF_*) -------------------- */
 #define KLD_FAMILY_V4 4
@@ -227,6 +234,16 @@ struct policy_key {
 
 #define KLD_POLICY_F_AUDIT (1 << 0) /* report, do not enforce */
 
+/*
+ * Lookup (policy.h): one LPM lookup with the peer's identity; on a miss a
+ * second with identity 0 (rules for any peer). The compiler resolves deny
+ * precedence and overlaps itself: an identity's entries already include the
+ * any-peer rules, and port ranges are split so that the longest prefix
+ * always carries the final verdict (a longer allow never hides a deny).
+ * policy_set ids are derived from the set's compiled content, so a changed
+ * set gets a new id: conntrack entries remember the set (and peer identity)
+ * their verdict was made against and re-check when either changed.
+ */
 struct policy_entry {
 	__u32 rule_id;    /* host order: id of the rule, reported in events */
 	__u8 action;      /* KLD_POLICY_ALLOW / KLD_POLICY_DENY */
@@ -265,6 +282,8 @@ struct ct_entry {
 	__u8 rx_tcp_flags;    /* OR of TCP flags seen in the reply direction */
 	__u8 flags;           /* KLD_CT_F_* */
 	__u8 pad[3];          /* zero */
+	__u32 policy_set;     /* host order: policy set the verdict was made with, 0 = none */
+	__u32 policy_peer;    /* host order: peer identity the verdict was made for */
 };
 
 /* skb->mark of a hairpin packet bpf_redirect()ed back out of the interface
@@ -318,6 +337,15 @@ struct flow_event {
 };
 
 /* ---- metrics and counters ------------------------------------------------ */
+/* kld_policy_hits key: policy verdicts per deciding rule (values are
+ * struct metrics_value). rule_id 0 with a drop reason = default deny. */
+struct policy_hits_key {
+	__u32 rule_id;  /* host order: policy_entry.rule_id, 0 = no rule */
+	__u8 direction; /* KLD_DIR_* */
+	__u8 reason;    /* KLD_REASON_FORWARDED (allowed) or KLD_DROP_POLICY_* */
+	__u8 pad[2];    /* zero */
+};
+
 struct metrics_key {
 	__u8 reason;    /* KLD_REASON_FORWARDED or KLD_DROP_* */
 	__u8 direction; /* KLD_DIR_* */
@@ -361,7 +389,8 @@ _Static_assert(sizeof(struct endpoint_info) == 16, "endpoint_info");
 _Static_assert(sizeof(struct policy_key) == 16, "policy_key");
 _Static_assert(sizeof(struct policy_entry) == 8, "policy_entry");
 _Static_assert(sizeof(struct ct4_key) == 16, "ct4_key");
-_Static_assert(sizeof(struct ct_entry) == 32, "ct_entry");
+_Static_assert(sizeof(struct ct_entry) == 40, "ct_entry");
+_Static_assert(sizeof(struct policy_hits_key) == 8, "policy_hits_key");
 _Static_assert(sizeof(struct flow_event) == 80, "flow_event");
 _Static_assert(sizeof(struct metrics_key) == 4, "metrics_key");
 _Static_assert(sizeof(struct metrics_value) == 16, "metrics_value");

@@ -154,6 +154,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kld_metrics SEC(".maps");
 
+/* Policy verdicts per deciding rule and direction (kld_policy_hits, key
+ * struct policy_hits_key): which rule allowed or dropped how much. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__type(key, struct policy_hits_key);
+	__type(value, struct metrics_value);
+	__uint(max_entries, KLD_MAX_POLICY_HITS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kld_policy_hits SEC(".maps");
+
 /* Datapath health counters (KLD_CTR_*): things that went wrong inside BPF
  * and would otherwise be invisible. */
 struct {
