@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::compile::policy::trace::{PolicyMapView, TraceRequest, TraceResult};
 use crate::compile::{EndpointView, Identity, ServiceView};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +24,12 @@ pub enum Request {
     MapDump {
         map: String,
     },
+    /// `kldnet policy trace`: verdict of the live maps for one connection.
+    PolicyTrace(TraceRequest),
+    /// `kldnet bpf policy get ENDPOINT`: the endpoint's compiled policy entries.
+    PolicyGet {
+        endpoint: String,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -34,6 +41,8 @@ pub enum Response {
     Identities { identities: Vec<Identity> },
     Services { services: Vec<ServiceView> },
     MapDump { entries: Vec<MapEntry> },
+    PolicyTrace { trace: TraceResult },
+    PolicyGet { policy: PolicyMapView },
     Error { message: String },
 }
 

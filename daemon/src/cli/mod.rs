@@ -5,6 +5,7 @@ mod bench;
 mod bench_services;
 mod check;
 mod demo;
+pub mod policy;
 mod show;
 
 use std::path::PathBuf;
@@ -75,6 +76,9 @@ pub enum Command {
     /// Dump BPF maps.
     #[command(subcommand)]
     Bpf(BpfCommand),
+    /// Network policy: trace a connection's verdict.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Run an isolated sandbox with the example configuration, real traffic and status.
     Demo(demo::DemoArgs),
     /// Benchmarks (see docs/benchmarks.md).
@@ -94,6 +98,22 @@ pub enum BenchCommand {
     Reload(bench::ReloadBenchArgs),
     /// Service LB side by side with kube-proxy's iptables and nftables rules.
     Services(bench_services::ServicesBenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Verdict for a connection and the rule that decided it (exit 1 when denied).
+    Trace(policy::TraceArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyMapCommand {
+    /// The compiled policy entries of a local endpoint (NAMESPACE/NAME or IP).
+    Get {
+        endpoint: String,
+        #[command(flatten)]
+        output: OutputArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,6 +139,9 @@ pub enum BpfCommand {
     /// Address translations: per-packet LB flows and connect()-translated sockets.
     #[command(subcommand)]
     Nat(ListOnly),
+    /// Policy map of an endpoint.
+    #[command(subcommand)]
+    Policy(PolicyMapCommand),
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -141,6 +164,10 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::Bpf(BpfCommand::Endpoints(ListOnly::List(o))) => {
             show::map_dump(&socket, "endpoints", o.output)
+        }
+        Command::Policy(PolicyCommand::Trace(a)) => policy::run_trace(&socket, a),
+        Command::Bpf(BpfCommand::Policy(PolicyMapCommand::Get { endpoint, output })) => {
+            policy::run_get(&socket, &endpoint, output.output)
         }
         Command::Demo(args) => demo::run(args),
         Command::Bench(BenchCommand::Reload(args)) => bench::run(args),

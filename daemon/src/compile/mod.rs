@@ -12,6 +12,7 @@ pub mod dump;
 pub mod identity;
 pub mod maglev;
 mod network;
+pub mod policy;
 pub mod selection;
 mod services;
 
@@ -119,6 +120,8 @@ pub struct Compiled {
     pub identities: IdentityTable,
     pub endpoints: Vec<EndpointView>,
     pub services: Vec<ServiceView>,
+    /// Rule names, policy sets and identity names behind the policy entries.
+    pub policy: policy::PolicyInfo,
     /// Warnings (e.g. an interface that does not exist yet) and errors (capacity).
     pub diagnostics: Vec<Diagnostic>,
 }
@@ -140,6 +143,7 @@ pub fn compile(spec: &Spec, env: &Environment, previous: &Allocations) -> Compil
         ..Compiled::default()
     };
     network::compile_network(spec, env, &mut out);
+    policy::compile_policies(spec, &mut out);
     services::compile_services(spec, env, &mut out);
     out.alloc.retain_used(&out.state);
     check_capacity(spec, &mut out);

@@ -5,7 +5,7 @@ use kldnet_bpf::abi::*;
 
 use super::Daemon;
 use crate::api::{MapEntry, MapOccupancy, ProgramAttachment, Request, Response, Status};
-use crate::compile::dump;
+use crate::compile::{dump, policy};
 use crate::datapath::bytes;
 
 impl Daemon {
@@ -26,6 +26,24 @@ impl Daemon {
                 Ok(entries) => Response::MapDump { entries },
                 Err(message) => Response::Error { message },
             },
+            Request::PolicyTrace(req) => {
+                match policy::trace::trace(&self.engine.compiled, &self.engine.current, &req) {
+                    Ok(trace) => Response::PolicyTrace { trace },
+                    Err(message) => Response::Error { message },
+                }
+            }
+            Request::PolicyGet { endpoint } => {
+                // The maps themselves, named with the last compile.
+                let got = crate::datapath::read_state(self.engine.io.as_ref())
+                    .map_err(|e| format!("read maps: {e}"))
+                    .and_then(|state| {
+                        policy::trace::policy_get(&self.engine.compiled, &state, &endpoint)
+                    });
+                match got {
+                    Ok(policy) => Response::PolicyGet { policy },
+                    Err(message) => Response::Error { message },
+                }
+            }
         }
     }
 
