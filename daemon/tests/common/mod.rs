@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod lb;
+
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsFd;
