@@ -4,7 +4,9 @@
 mod bench;
 mod bench_services;
 mod check;
+mod connectivity;
 mod demo;
+mod observe;
 pub mod policy;
 mod show;
 
@@ -81,6 +83,11 @@ pub enum Command {
     Policy(PolicyCommand),
     /// Run an isolated sandbox with the example configuration, real traffic and status.
     Demo(demo::DemoArgs),
+    /// Flows: Hubble-style records of what the datapath forwarded and dropped.
+    Observe(observe::ObserveArgs),
+    /// Check every service path in a throwaway sandbox (see docs/connectivity.md).
+    #[command(subcommand)]
+    Connectivity(ConnectivityCommand),
     /// Benchmarks (see docs/benchmarks.md).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -90,6 +97,12 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectivityCommand {
+    /// Build throwaway endpoints and check each traffic path; `N passed, N failed`.
+    Test(connectivity::ConnectivityArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -170,6 +183,8 @@ pub fn run(cli: Cli) -> i32 {
             policy::run_get(&socket, &endpoint, output.output)
         }
         Command::Demo(args) => demo::run(args),
+        Command::Observe(args) => observe::run(&socket, args),
+        Command::Connectivity(ConnectivityCommand::Test(args)) => connectivity::run(args),
         Command::Bench(BenchCommand::Reload(args)) => bench::run(args),
         Command::Bench(BenchCommand::Services(args)) => bench_services::run(args),
         Command::Probe { args } => kldnet_testkit::probe_cli::cli_main(&args),
