@@ -123,6 +123,10 @@ pub const KNOB_HAIRPIN_IP: &str = "KLD_HAIRPIN_IP";
 /// `u32`: 1 (default) = socket LB refuses a service without backends with
 /// ECONNREFUSED (`bpf_set_retval`, Linux ≥ 5.18); 0 = EPERM.
 pub const KNOB_SOCK_ECONNREFUSED: &str = "KLD_SOCK_ECONNREFUSED";
+/// `u32`: 1 (default) = established flows keep their policy verdict in
+/// conntrack until the policy set or peer identity changes; 0 = look the
+/// policy up on every packet (benchmarks).
+pub const KNOB_POLICY_VERDICT_CACHE: &str = "KLD_POLICY_VERDICT_CACHE";
 /// Every knob, for loaders that set them all.
 pub const KNOBS: &[&str] = &[
     KNOB_NODE_IDENTITY,
@@ -134,6 +138,7 @@ pub const KNOBS: &[&str] = &[
     KNOB_MAGLEV_M,
     KNOB_HAIRPIN_IP,
     KNOB_SOCK_ECONNREFUSED,
+    KNOB_POLICY_VERDICT_CACHE,
 ];
 
 // ---- well-known identities, families, directions --------------------------

@@ -30,6 +30,10 @@ volatile const __u32 KLD_HAIRPIN_IP = __bpf_constant_htonl(0xa9fe2a01);
 /* 1: socket LB refuses a service without backends with ECONNREFUSED via
  * bpf_set_retval() (Linux >= 5.18); 0: plain reject, the syscall sees EPERM. */
 volatile const __u32 KLD_SOCK_ECONNREFUSED = 1;
+/* 1: established flows keep their policy verdict in conntrack until the
+ * endpoint's policy set or the peer's identity changes; 0: look the policy
+ * up on every packet (benchmarks of the lookup itself). */
+volatile const __u32 KLD_POLICY_VERDICT_CACHE = 1;
 
 #define KLD_NSEC_PER_SEC 1000000000ULL
 

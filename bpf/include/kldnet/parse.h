@@ -104,6 +104,16 @@ static __always_inline enum kld_parse_result kld_parse(struct __sk_buff *skb, st
 		p->dport = udp->dest;
 		break;
 	}
+	case IPPROTO_SCTP: {
+		/* common header: source port, destination port, tag, checksum */
+		__be16 *ports = l4;
+
+		if ((void *)(ports + 2) > data_end)
+			return KLD_PARSE_ERROR;
+		p->sport = ports[0];
+		p->dport = ports[1];
+		break;
+	}
 	case IPPROTO_ICMP: {
 		struct icmphdr *icmp = l4;
 

@@ -110,7 +110,8 @@ static __always_inline void kld_policy_enforce(const struct endpoint_info *ep, _
 	res->looked_up = 0;
 	if (!ep || !(ep->flags & enforce) || ct->reply)
 		return;
-	if (e && e->policy_set == ep->policy_set && e->policy_peer == peer)
+	if (KLD_POLICY_VERDICT_CACHE && e && e->policy_set == ep->policy_set &&
+	    e->policy_peer == peer)
 		return; /* allowed before under the same set and identity */
 
 	res->looked_up = 1;
