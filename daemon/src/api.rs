@@ -30,6 +30,14 @@ pub enum Request {
     PolicyGet {
         endpoint: String,
     },
+    /// Flows (`kldnet observe`). Answered as a stream of JSON lines, one Hubble
+    /// `{"flow":…}` (or `{"lost_events":…}`) object each, until the history is sent or,
+    /// with `follow`, until the client hangs up. See [`observe`].
+    Observe(crate::flows::FlowQuery),
+    /// Pause or resume the flow ring buffer reader (tests: make the ring overflow).
+    FlowsReader {
+        paused: bool,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -43,6 +51,7 @@ pub enum Response {
     MapDump { entries: Vec<MapEntry> },
     PolicyTrace { trace: TraceResult },
     PolicyGet { policy: PolicyMapView },
+    Flows(crate::flows::FlowsStatus),
     Error { message: String },
 }
 
@@ -96,6 +105,9 @@ pub struct Status {
     pub policies: usize,
     pub encryption: String,
     pub bgp: String,
+    /// The flow pipeline (events decoded and lost, buffer, metrics/UI addresses).
+    #[serde(default)]
+    pub flows: Option<crate::flows::FlowsStatus>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,4 +159,40 @@ pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Response,
         .read_line(&mut answer)
         .map_err(unreachable)?;
     serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(format!("{e}: {answer:?}")))
+}
+
+/// Sends an observe request and calls `on_line` with each JSON line until the daemon
+/// closes the stream (or `on_line` returns false). An error line ends with `Err`.
+pub fn observe(
+    socket: &Path,
+    query: &crate::flows::FlowQuery,
+    mut on_line: impl FnMut(&str) -> bool,
+) -> Result<(), ClientError> {
+    let unreachable = |source| ClientError::Unreachable {
+        path: socket.display().to_string(),
+        source,
+    };
+    let mut stream = UnixStream::connect(socket).map_err(unreachable)?;
+    if !query.follow {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(unreachable)?;
+    }
+    let mut line = serde_json::to_string(&Request::Observe(query.clone()))
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).map_err(unreachable)?;
+    for l in BufReader::new(stream).lines() {
+        let l = l.map_err(|e| ClientError::Protocol(format!("read flows: {e}")))?;
+        if l.starts_with("{\"result\":\"error\"") {
+            return match serde_json::from_str::<Response>(&l) {
+                Ok(Response::Error { message }) => Err(ClientError::Protocol(message)),
+                _ => Err(ClientError::Protocol(l)),
+            };
+        }
+        if !on_line(&l) {
+            break;
+        }
+    }
+    Ok(())
 }

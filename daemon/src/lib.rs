@@ -11,4 +11,7 @@ pub mod compile;
 pub mod daemon;
 pub mod datapath;
 pub mod dbus;
+pub mod flows;
+pub mod metrics;
 pub mod paths;
+pub mod ui;

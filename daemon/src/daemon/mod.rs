@@ -105,12 +105,17 @@ pub struct Daemon {
     pub features: KernelFeatures,
     /// When to hand freed heap back to the kernel (a moment after the last reload).
     pub trim_due: Option<tokio::time::Instant>,
+    /// The flow pipeline (ring buffer reader, store, metrics, UI); started once serving.
+    pub flows: Option<crate::flows::Flows>,
 }
 
 impl Daemon {
     fn reload(&mut self, why: &str) -> ReloadResult {
         sdnotify::reloading();
         let r = self.engine.reload();
+        if let Some(f) = &self.flows {
+            f.update(&self.engine);
+        }
         self.trim_due = Some(tokio::time::Instant::now() + Duration::from_secs(1));
         for d in &r.diagnostics {
             if r.ok {
@@ -252,6 +257,7 @@ fn start_datapath(paths: &Paths) -> Result<Daemon> {
         paths: paths.clone(),
         cgroup,
         features,
+        flows: None,
     })
 }
 
@@ -282,6 +288,11 @@ async fn run(paths: Paths, dbus: String) -> Result<()> {
         calls: calls_tx,
         reloaded: reloaded.clone(),
     };
+    daemon.flows = Some(crate::flows::Flows::start(
+        &daemon.engine,
+        &paths.pin_dir(),
+        frontends.calls.clone(),
+    ));
     let _dbus = crate::dbus::start(&dbus, frontends).await;
     let mut watchdog =
         tokio::time::interval(sdnotify::watchdog_interval().unwrap_or(Duration::from_secs(3600)));
@@ -329,13 +340,21 @@ async fn run(paths: Paths, dbus: String) -> Result<()> {
 async fn serve_one(daemon: &mut Daemon, stream: UnixStream) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
-    let read_result = tokio::time::timeout(
-        Duration::from_secs(5),
-        BufReader::new(read).read_line(&mut line),
-    )
-    .await;
+    let mut reader = BufReader::new(read);
+    let read_result =
+        tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await;
     let response = match read_result {
         Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
+            Ok(Request::Observe(q)) if daemon.flows.is_some() => {
+                // A stream: the flow pipeline's thread serves it from here on.
+                if let Ok(s) = reader.into_inner().reunite(write)
+                    && let Ok(s) = s.into_std()
+                    && let Some(f) = &daemon.flows
+                {
+                    f.observe(q, s);
+                }
+                return;
+            }
             Ok(req) => daemon.handle(req),
             Err(e) => Response::Error {
                 message: format!("bad request: {e}"),

@@ -44,6 +44,16 @@ impl Daemon {
                     Err(message) => Response::Error { message },
                 }
             }
+            Request::FlowsReader { paused } => match &self.flows {
+                Some(f) => Response::Flows(f.set_paused(paused)),
+                None => Response::Error {
+                    message: "the flow pipeline is not running".into(),
+                },
+            },
+            // serve_one hands observe streams to the flow pipeline before they get here.
+            Request::Observe(_) => Response::Error {
+                message: "observe needs a stream connection (kldnet observe)".into(),
+            },
         }
     }
 
@@ -219,6 +229,7 @@ impl Daemon {
                     b.neighbor.len()
                 )
             }),
+            flows: self.flows.as_ref().map(|f| f.status()),
         }
     }
 }
