@@ -140,7 +140,7 @@ fn hairpin_vm_reaches_itself_through_its_service() -> Result<()> {
                { name = \"dns\", port = 53, target_port = 5353, protocol = \"udp\" }]\n\
                backends = [{ address = \"10.244.1.11\" }]\n";
     let sbx = lb_sandbox("svc-hairpin", svc)?;
-    let _srv = Servers::both(&sbx, &["vm1"], TCP_PORT, UDP_PORT)?;
+    let srv = Servers::both(&sbx, &["vm1"], TCP_PORT, UDP_PORT)?;
     let daemon = start_ok(&sbx)?;
     let mut bad = Vec::new();
     for (proto, port) in [(Proto::Tcp, 80), (Proto::Udp, 53)] {
@@ -161,6 +161,19 @@ fn hairpin_vm_reaches_itself_through_its_service() -> Result<()> {
         if t.count("vm1") != 10 {
             bad.push(format!("{proto}: {}", t.summary()));
         }
+    }
+    // The backend saw the connections come from the hairpin address (SNAT), not from
+    // itself (a workload drops packets from its own address).
+    let peers: std::collections::BTreeSet<String> = srv
+        .tcp_peers("vm1")
+        .iter()
+        .map(|p| p.ip().to_string())
+        .collect();
+    println!("vm1's server saw TCP peers from {peers:?}");
+    if peers.iter().any(|p| p != "169.254.42.1") {
+        bad.push(format!(
+            "backend saw peers {peers:?}, expected only the hairpin address 169.254.42.1"
+        ));
     }
     if !bad.is_empty() {
         fail(

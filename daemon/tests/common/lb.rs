@@ -140,6 +140,8 @@ pub fn lb_sandbox(label: &str, services: &str) -> Result<Sandbox> {
 pub struct Servers {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    /// (server name, peer address) of every accepted TCP connection.
+    peers: Arc<std::sync::Mutex<Vec<(String, SocketAddr)>>>,
 }
 
 impl Servers {
@@ -147,7 +149,19 @@ impl Servers {
         Servers {
             stop: Arc::new(AtomicBool::new(false)),
             threads: Vec::new(),
+            peers: Arc::default(),
         }
+    }
+
+    /// Peer addresses of the TCP connections server `name` accepted so far.
+    pub fn tcp_peers(&self, name: &str) -> Vec<SocketAddr> {
+        self.peers
+            .lock()
+            .expect("peers")
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, p)| *p)
+            .collect()
     }
 
     /// Serves `proto` on `<workload address>:port` in workload `name`, replying `name`.
@@ -169,8 +183,9 @@ impl Servers {
             Proto::Tcp => {
                 let l = sbx.run_in_netns(&w.netns, || TcpListener::bind(bind))??;
                 l.set_nonblocking(true)?;
+                let peers = self.peers.clone();
                 self.threads
-                    .push(std::thread::spawn(move || tcp_echo(l, reply, stop)));
+                    .push(std::thread::spawn(move || tcp_echo(l, reply, stop, peers)));
             }
         }
         Ok(())
@@ -202,11 +217,19 @@ impl Drop for Servers {
     }
 }
 
-fn tcp_echo(l: TcpListener, name: String, stop: Arc<AtomicBool>) {
+fn tcp_echo(
+    l: TcpListener,
+    name: String,
+    stop: Arc<AtomicBool>,
+    peers: Arc<std::sync::Mutex<Vec<(String, SocketAddr)>>>,
+) {
     let mut conns = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         match l.accept() {
-            Ok((s, _)) => {
+            Ok((s, peer)) => {
+                if let Ok(mut p) = peers.lock() {
+                    p.push((name.clone(), peer));
+                }
                 let name = name.clone();
                 let stop = stop.clone();
                 conns.push(std::thread::spawn(move || echo_conn(s, &name, &stop)));
