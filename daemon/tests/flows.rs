@@ -658,3 +658,90 @@ fn flooded_ring_buffer_reports_lost_events() -> Result<()> {
 fn lb_counter_lost(sbx: &kldnet_testkit::Sandbox) -> u64 {
     common::lb::counter(sbx, kldnet_bpf::abi::CTR_EVENTS_LOST).unwrap_or(0)
 }
+
+/// Policy drops carry Hubble's reasons and, for a deny rule, the policy's name. Skips
+/// (with a message) while the datapath reports no policy drops.
+#[test]
+fn policy_drops_name_the_policy() -> Result<()> {
+    if skip_unless_root("policy_drops_name_the_policy") {
+        return Ok(());
+    }
+    let (sbx, _srv, daemon) = flows_sandbox("flows-policy")?;
+    sbx.write_config(
+        "policies.toml",
+        "[[policy]]\nname = \"web-ingress\"\nselector = { app = \"web\" }\n\
+         [[policy.ingress]]\nfrom = [{ selector = { app = \"client\" } }]\nports = [{ port = 8080 }]\n\
+         [[policy.ingress_deny]]\nfrom = [{ selector = { app = \"vmclient\" } }]\n\
+         ports = [{ port = 5353, protocol = \"udp\" }]\n",
+    )?;
+    let r = reload(&sbx);
+    assert_eq!(r.code, 0, "{r}");
+    let b1 = common::lb::addr_of("b1");
+    tcp_shots(
+        &sbx,
+        "vm1",
+        &format!("{b1}:{TCP_PORT}"),
+        1,
+        Duration::from_millis(500),
+    )?;
+    udp_shots(&sbx, "vm1", &format!("{b1}:{UDP_PORT}"), 2)?;
+    let policy_drops = |f: &[Value]| -> Vec<Value> {
+        f.iter()
+            .filter(|f| {
+                ["POLICY_DENIED", "POLICY_DENY"]
+                    .contains(&f["flow"]["drop_reason_desc"].as_str().unwrap_or(""))
+            })
+            .cloned()
+            .collect()
+    };
+    let all = observe_until(&sbx, &["--last", "10000"], |f| {
+        policy_drops(f)
+            .iter()
+            .any(|d| d["flow"]["drop_reason_desc"] == "POLICY_DENY")
+    });
+    let drops = policy_drops(&all);
+    if drops.is_empty() {
+        eprintln!(
+            "skipping policy_drops_name_the_policy: the datapath reported no policy drop yet \
+             (policy enforcement not in the BPF objects)\n{}",
+            brief(&all)
+        );
+        return Ok(());
+    }
+    for d in &drops {
+        let f = &d["flow"];
+        assert_eq!(pod(d, "source"), "default/vm1", "{d}");
+        assert_eq!(pod(d, "destination"), "default/b1", "{d}");
+        assert_eq!(f["verdict"], "DROPPED", "{d}");
+        assert_eq!(f["traffic_direction"], "INGRESS", "{d}");
+        if f["drop_reason_desc"] == "POLICY_DENY" {
+            assert_eq!(f["drop_reason"], 181, "{d}");
+            assert_eq!(f["ingress_denied_by"][0]["name"], "web-ingress", "{d}");
+            assert_eq!(f["ingress_denied_by"][0]["namespace"], "default", "{d}");
+        } else {
+            assert_eq!(f["drop_reason"], 133, "{d}");
+        }
+    }
+    let only = observe(
+        &sbx,
+        &["--last", "10000", "--drop-reason-desc", "POLICY_DENY"],
+    );
+    assert!(
+        only.iter()
+            .all(|f| f["flow"]["drop_reason_desc"] == "POLICY_DENY"),
+        "{}",
+        brief(&only)
+    );
+    let t = scrape(&sbx, &daemon);
+    assert!(
+        metric_sum(
+            &t,
+            "hubble_policy_verdicts_total",
+            &[("direction", "ingress"), ("action", "dropped")]
+        ) >= drops.len() as f64,
+        "policy verdict metrics\n{t}"
+    );
+    let compact = cli(&sbx, &["observe", "--last", "100", "--verdict", "DROPPED"]);
+    println!("{}", compact.stdout);
+    Ok(())
+}
