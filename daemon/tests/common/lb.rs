@@ -373,7 +373,12 @@ pub enum Client {
     Packet,
 }
 
-/// Probes `target` from netns `ns` as `client`; every attempt is recorded.
+/// Longest a batch of attempts may run (a broken path must not keep a test busy for
+/// `count × timeout`): attempts stop being started after this.
+pub const SHOOT_CAP: Duration = Duration::from_secs(30);
+
+/// Probes `target` from netns `ns` as `client`; every attempt is recorded. Stops starting
+/// attempts after [`SHOOT_CAP`] unless `opts.duration` says otherwise.
 #[allow(clippy::too_many_arguments)]
 pub fn shoot(
     sbx: &Sandbox,
@@ -385,6 +390,9 @@ pub fn shoot(
     timeout: Duration,
     opts: &ProbeOptions,
 ) -> Tally {
+    let mut capped = opts.clone();
+    capped.duration.get_or_insert(SHOOT_CAP);
+    let opts = &capped;
     match client {
         Client::Packet => {
             let mut t = Tally::default();
