@@ -270,8 +270,9 @@ pub struct Backend {
     pub weight: u16,
     #[serde(default)]
     pub state: BackendState,
-    /// The node the backend runs on (for traffic policies `local`); default: found from
-    /// the endpoint with that address, else this node.
+    /// The node the backend runs on (for traffic policies `local`); default: the node of
+    /// the endpoint with that address; an address no endpoint has is outside the cluster
+    /// (never local).
     pub node: Option<String>,
 }
 
