@@ -233,6 +233,9 @@ pub const CT_F_NORTH_SOUTH: u8 = 1 << 2;
 /// [`CtEntry::flags`]: hairpin flow (backend is the client), source NATed to
 /// [`KNOB_HAIRPIN_IP`].
 pub const CT_F_HAIRPIN: u8 = 1 << 3;
+/// [`CtEntry::flags`]: TCP entry opened by a non-SYN packet; packets in its reverse
+/// direction are policy-checked like new ones (a cut flow cannot reopen itself).
+pub const CT_F_MIDSTREAM: u8 = 1 << 4;
 /// `skb->mark` of hairpin packets redirected back out of their interface;
 /// `kld_to_ep` passes and clears it.
 pub const MARK_HAIRPIN: u32 = 0x6b6c_0001;

@@ -250,6 +250,7 @@ fn rust_constants() -> Vec<(&'static str, u64)> {
         c!(CT_F_CLOSING),
         c!(CT_F_NORTH_SOUTH),
         c!(CT_F_HAIRPIN),
+        c!(CT_F_MIDSTREAM),
         c!(MARK_HAIRPIN),
         c!(EVENT_TRACE),
         c!(EVENT_DROP),

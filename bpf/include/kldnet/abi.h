@@ -271,6 +271,8 @@ struct ct4_key {
 #define KLD_CT_F_CLOSING (1 << 1) /* FIN or RST seen */
 #define KLD_CT_F_NORTH_SOUTH (1 << 2) /* translated at an uplink (from_netdev) */
 #define KLD_CT_F_HAIRPIN (1 << 3)     /* backend is the client: source NATed too */
+#define KLD_CT_F_MIDSTREAM (1 << 4)   /* TCP entry opened by a non-SYN packet: its
+				       * reverse direction is not a trusted reply */
 
 struct ct_entry {
 	__u64 expires_ns;     /* host order: bpf_ktime_get_ns() deadline */

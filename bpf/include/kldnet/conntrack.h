@@ -14,6 +14,7 @@
 #include "parse.h"
 
 #define KLD_TCP_FIN 0x01
+#define KLD_TCP_SYN 0x02
 #define KLD_TCP_RST 0x04
 
 struct kld_ct_result {
@@ -81,6 +82,11 @@ static __always_inline void kld_ct4_track(const struct kld_pkt4 *p, __u8 ct_dir,
 	}
 	if (!e) {
 		struct ct_entry fresh = { .src_identity = src_identity };
+
+		/* A TCP flow seen first mid-stream (no SYN) may be the leftover of a
+		 * flow policy cut: it must not make the other side's packets replies. */
+		if (p->proto == IPPROTO_TCP && !(p->tcp_flags & KLD_TCP_SYN))
+			fresh.flags = KLD_CT_F_MIDSTREAM;
 
 		if (bpf_map_update_elem(&kld_ct4, &key, &fresh, BPF_ANY)) {
 			kld_count(KLD_CTR_CT_CREATE_FAIL);

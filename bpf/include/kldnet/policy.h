@@ -108,8 +108,23 @@ static __always_inline void kld_policy_enforce(const struct endpoint_info *ep, _
 	res->rule_id = 0;
 	res->reason = 0;
 	res->looked_up = 0;
-	if (!ep || !(ep->flags & enforce) || ct->reply)
+	if (!ep || !(ep->flags & enforce))
 		return;
+	if (ct->reply) {
+		/* Replies pass, unless the flow was opened mid-stream: then the
+		 * "reply" is checked like a new packet (nothing cached, nothing
+		 * forgotten: the entry belongs to the other direction). */
+		if (!e || !(e->flags & KLD_CT_F_MIDSTREAM))
+			return;
+		res->looked_up = 1;
+		action = kld_policy_lookup(ep->policy_set, peer, direction, p, &res->rule_id);
+		if (action == KLD_POLICY_ALLOW)
+			return;
+		res->reason = action == KLD_POLICY_DENY ? KLD_DROP_POLICY_DENY
+							: KLD_DROP_POLICY_DENIED;
+		kld_policy_hit(res->rule_id, direction, res->reason, p->len);
+		return;
+	}
 	if (KLD_POLICY_VERDICT_CACHE && e && e->policy_set == ep->policy_set &&
 	    e->policy_peer == peer)
 		return; /* allowed before under the same set and identity */

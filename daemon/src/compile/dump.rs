@@ -312,6 +312,7 @@ pub fn ct_entry(v: &CtEntry, now_ns: u64) -> String {
         (CT_F_CLOSING, "closing"),
         (CT_F_NORTH_SOUTH, "north-south"),
         (CT_F_HAIRPIN, "hairpin"),
+        (CT_F_MIDSTREAM, "midstream"),
     ] {
         if v.flags & bit != 0 {
             flags.push(name);

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 //! Applies a desired state to the maps: only the delta, in a safe order, all or nothing.
 //!
-//! Order: attach new interfaces; write backends, reverse NAT, ipcache, endpoints and
-//! policy; then service slots; then service master entries (which publish the new slot
+//! Order: attach new interfaces; write backends, reverse NAT, ipcache, policy and
+//! endpoints; then service slots; then service master entries (which publish the new slot
 //! count). Deletes run the other way round: masters first, so no lookup ever reaches a
 //! slot or backend that is already gone. If any write fails, every write done so far is
 //! undone (the previous state is re-applied) and the error names the map and entry.
@@ -96,19 +96,21 @@ fn write_delta(
         &mut mirror.ipcache,
         dump::ipcache_key,
     )?;
-    upserts(
-        io,
-        MAP_ENDPOINTS,
-        &d.endpoints.upserts,
-        &mut mirror.endpoints,
-        dump::endpoint_key,
-    )?;
+    // A changed policy set gets a new id: its entries must exist before an endpoint
+    // points at it (else established flows would be re-checked against nothing).
     upserts(
         io,
         MAP_POLICY,
         &d.policy.upserts,
         &mut mirror.policy,
         dump::policy_key,
+    )?;
+    upserts(
+        io,
+        MAP_ENDPOINTS,
+        &d.endpoints.upserts,
+        &mut mirror.endpoints,
+        dump::endpoint_key,
     )?;
     for (k, table) in &d.maglev.upserts {
         io.set_maglev(*k, table).map_err(|source| ApplyError {
