@@ -329,6 +329,8 @@ pub struct BgpNeighbor {
 }
 
 /// Every object the adapter knows, parsed.
+// Held once per object in a Vec for one translation; boxing would only add indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Object {
     Namespace(Namespace),
