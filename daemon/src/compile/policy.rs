@@ -146,10 +146,11 @@ fn policy_directions(p: &kldnet_config::schema::Policy) -> (bool, bool) {
     }
 }
 
-/// The rule lists of a policy, uniformly: (kind, index, peers, ports).
-fn rules_of(
-    p: &kldnet_config::schema::Policy,
-) -> Vec<(RuleKind, usize, Option<&Vec<Peer>>, &Vec<PortRule>)> {
+/// One rule of a policy, whatever its list: (kind, index, peers, ports).
+type RuleParts<'a> = (RuleKind, usize, Option<&'a Vec<Peer>>, &'a Vec<PortRule>);
+
+/// The rule lists of a policy, uniformly.
+fn rules_of(p: &kldnet_config::schema::Policy) -> Vec<RuleParts<'_>> {
     let mut out = Vec::new();
     for (i, r) in p.ingress.iter().enumerate() {
         out.push((RuleKind::Ingress, i, r.from.as_ref(), &r.ports));
@@ -297,8 +298,7 @@ pub(super) fn compile_policies(spec: &Spec, out: &mut Compiled) {
     }
 
     // Compile each group; equal content shares one set id.
-    let mut by_content: BTreeMap<u64, (Vec<RelTable>, u32, Vec<usize>, Vec<String>)> =
-        BTreeMap::new();
+    let mut by_content: BTreeMap<u64, SetBuild> = BTreeMap::new();
     for (key, eps) in groups {
         if !key.ingress && !key.egress {
             for ei in eps {
@@ -389,6 +389,9 @@ pub(super) fn compile_policies(spec: &Spec, out: &mut Compiled) {
 
 /// (direction, identity, entries) of one set.
 type RelTable = (u8, u32, Vec<RelEntry>);
+
+/// A set being built: its tables, flags, endpoints (indexes) and policy names.
+type SetBuild = (Vec<RelTable>, u32, Vec<usize>, Vec<String>);
 
 fn compile_group(
     spec: &Spec,

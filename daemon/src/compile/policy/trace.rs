@@ -219,9 +219,10 @@ pub fn trace(
         None => return Err("give --from NAMESPACE/NAME|IP or --from-labels".into()),
     };
     let dst = resolve(c, state, &req.to)?;
-    let mut steps = Vec::new();
-    steps.push(step(c, state, "egress", &src, dst.identity, req));
-    steps.push(step(c, state, "ingress", &dst, src.identity, req));
+    let steps = vec![
+        step(c, state, "egress", &src, dst.identity, req),
+        step(c, state, "ingress", &dst, src.identity, req),
+    ];
     let allowed = steps.iter().all(|s| s.allowed);
     let u = &c.policy.universe;
     Ok(TraceResult {
