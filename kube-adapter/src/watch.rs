@@ -47,8 +47,18 @@ pub struct WatchConfig {
     pub options: Options,
 }
 
-/// Cilium kinds: (kind, plural, versions to try, newest first).
-const CILIUM_KINDS: &[(&str, &str, &[&str])] = &[
+/// Core kinds watched: (API group, plural), for RBAC.
+pub const CORE_KINDS: &[(&str, &str)] = &[
+    ("", "namespaces"),
+    ("", "pods"),
+    ("", "services"),
+    ("", "nodes"),
+    ("discovery.k8s.io", "endpointslices"),
+    ("networking.k8s.io", "networkpolicies"),
+];
+
+/// Cilium kinds (group `cilium.io`): (kind, plural, versions to try, newest first).
+pub const CILIUM_KINDS: &[(&str, &str, &[&str])] = &[
     ("CiliumNetworkPolicy", "ciliumnetworkpolicies", &["v2"]),
     (
         "CiliumClusterwideNetworkPolicy",
