@@ -2,6 +2,7 @@
 //! The `kldnet` command line: offline commands (`check`) and clients of the daemon.
 
 mod bench;
+mod bench_flows;
 mod bench_services;
 mod check;
 mod connectivity;
@@ -111,6 +112,8 @@ pub enum BenchCommand {
     Reload(bench::ReloadBenchArgs),
     /// Service LB side by side with kube-proxy's iptables and nftables rules.
     Services(bench_services::ServicesBenchArgs),
+    /// Flow events decoded per second on one core (synthetic ring buffer records).
+    Flows(bench_flows::FlowsBenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,6 +189,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Observe(args) => observe::run(&socket, args),
         Command::Connectivity(ConnectivityCommand::Test(args)) => connectivity::run(args),
         Command::Bench(BenchCommand::Reload(args)) => bench::run(args),
+        Command::Bench(BenchCommand::Flows(args)) => bench_flows::run(args),
         Command::Bench(BenchCommand::Services(args)) => bench_services::run(args),
         Command::Probe { args } => kldnet_testkit::probe_cli::cli_main(&args),
     }

@@ -3,10 +3,11 @@
 //!
 //! Flow metrics carry Hubble's names and labels (CONTRACT §4) so existing dashboards work:
 //! counted per flow *event* as Hubble does (the datapath reports new flows, drops and
-//! periodic refreshes, not every packet). `hubble_flows_processed_total` and
-//! `hubble_drop_total` also carry Hubble's optional `source`/`destination` context
-//! (`namespace/name` of an endpoint, empty otherwise); series of endpoints that leave the
-//! configuration are removed on the next reload. The daemon's own `kldnet_*` metrics come
+//! periodic refreshes, not every packet). `hubble_drop_total` also carries Hubble's
+//! optional `source`/`destination` context (`namespace/name` of an endpoint, empty
+//! otherwise) — drops are what one wants per workload, and they are rare enough to keep
+//! the series count bounded; series of endpoints that leave the configuration are removed
+//! on the next reload. The other families keep Hubble's default labels. The daemon's own `kldnet_*` metrics come
 //! from `status` at scrape time.
 
 pub mod http;
@@ -27,8 +28,8 @@ type Ctx = (Arc<str>, Arc<str>);
 /// Counters derived from flows (Hubble's metric families).
 #[derive(Debug, Default)]
 pub struct FlowMetrics {
-    /// (type, subtype, verdict, source, destination)
-    flows: HashMap<(&'static str, &'static str, u8, Ctx), u64>,
+    /// (type, subtype, verdict)
+    flows: HashMap<(&'static str, &'static str, u8), u64>,
     /// (reason, protocol, source, destination)
     drops: HashMap<(u8, &'static str, Ctx), u64>,
     /// (flag, family)
@@ -52,10 +53,7 @@ impl FlowMetrics {
         );
         let (ty, sub) = f.metric_type();
         let verdict = f.verdict();
-        *self
-            .flows
-            .entry((ty, sub, verdict, ctx.clone()))
-            .or_default() += 1;
+        *self.flows.entry((ty, sub, verdict)).or_default() += 1;
         if verdict == VERDICT_DROPPED {
             *self
                 .drops
@@ -116,7 +114,6 @@ impl FlowMetrics {
             (c.0.is_empty() || workloads.contains(&*c.0))
                 && (c.1.is_empty() || workloads.contains(&*c.1))
         };
-        self.flows.retain(|k, _| keep(&k.3));
         self.drops.retain(|k, _| keep(&k.2));
     }
 
@@ -136,14 +133,12 @@ impl FlowMetrics {
             "counter",
             "Total number of flows processed",
         );
-        for ((ty, sub, verdict, ctx), v) in sorted(&self.flows) {
+        for ((ty, sub, verdict), v) in sorted(&self.flows) {
             fam.sample(
                 &[
                     ("type", ty),
                     ("subtype", sub),
                     ("verdict", hubble::verdict_name(*verdict)),
-                    ("source", &ctx.0),
-                    ("destination", &ctx.1),
                 ],
                 *v,
             );

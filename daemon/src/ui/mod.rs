@@ -102,12 +102,17 @@ fn node_of(f: &Flow, source: bool) -> Node {
     }
 }
 
-/// The service map of the flows in the store (requests only: replies would double edges).
+/// The service map of the flows in the store.
 pub fn graph<'a>(flows: impl Iterator<Item = &'a Flow>) -> Graph {
     let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
     let mut edges: BTreeMap<(String, String, &'static str), Edge> = BTreeMap::new();
     for f in flows {
-        if f.is_reply() {
+        // Requests only (replies would double the edges), and a flow between two local
+        // workloads once: where it leaves the source, not again where it arrives.
+        let arrival = f.ev.r#type == kldnet_bpf::abi::EVENT_TRACE
+            && f.ev.reason == kldnet_bpf::abi::TRACE_TO_EP
+            && f.src.as_ref().is_some_and(|p| p.id != 0);
+        if f.is_reply() || arrival {
             continue;
         }
         let (s, d) = (node_of(f, true), node_of(f, false));
