@@ -719,7 +719,9 @@ fn policy_drops_name_the_policy() -> Result<()> {
             assert_eq!(f["ingress_denied_by"][0]["name"], "web-ingress", "{d}");
             assert_eq!(f["ingress_denied_by"][0]["namespace"], "default", "{d}");
         } else {
+            // Default deny: no rule matched; the policies selecting b1 are named.
             assert_eq!(f["drop_reason"], 133, "{d}");
+            assert_eq!(f["ingress_denied_by"][0]["name"], "web-ingress", "{d}");
         }
     }
     let only = observe(

@@ -199,6 +199,27 @@ fn demo(args: DemoArgs) -> Result<bool> {
     step("kldnet bpf lb list");
     super::show::map_dump(&socket, "lb", super::Output::Table);
 
+    // Live flows of that traffic, plus one connection the policies deny.
+    if let Some(intruder) = sbx.workloads().iter().find(|w| w.name == "intruder") {
+        let target = SocketAddr::from(([10, 96, 120, 45], 80));
+        step(&format!(
+            "{} → {target} (a policy denies it)",
+            intruder.name
+        ));
+        let args = with_probe(probe_cli::connect_args(
+            Proto::Tcp,
+            target,
+            1,
+            Duration::from_millis(500),
+        ));
+        let out = sbx.workload_command(intruder, &exe, &args).output();
+        let line = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        println!("  {}", line.unwrap_or_default().trim());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    step("kldnet observe --last 20");
+    super::observe::print_last(&socket, 20);
+
     let wait = args.duration.map(Duration::from_secs);
     match wait {
         Some(d) if d.is_zero() => {}

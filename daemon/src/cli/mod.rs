@@ -7,7 +7,7 @@ mod bench_services;
 mod check;
 mod connectivity;
 mod demo;
-mod observe;
+pub mod observe;
 pub mod policy;
 mod show;
 

@@ -201,6 +201,27 @@ pub fn run(socket: &Path, args: ObserveArgs) -> i32 {
     }
 }
 
+/// Prints the last `n` flows, compact (the demo's closing step).
+pub fn print_last(socket: &Path, n: u64) -> i32 {
+    let q = FlowQuery {
+        last: Some(n),
+        ..Default::default()
+    };
+    let r = api::observe(socket, &q, |raw| {
+        if let Ok(line) = serde_json::from_str::<Line>(raw) {
+            println!("{}", compact(&line));
+        }
+        true
+    });
+    match r {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_FAILURE
+        }
+    }
+}
+
 fn who(ep: &hubble::Endpoint, ip: &str) -> String {
     if !ep.pod_name.is_empty() {
         format!("{}/{}", ep.namespace, ep.pod_name)

@@ -40,6 +40,8 @@ pub struct SnapshotInput<'a> {
     pub rules: BTreeMap<u32, PolicyRule>,
     /// ifindex → interface name.
     pub interfaces: BTreeMap<u32, String>,
+    /// `namespace/name` of an endpoint → (namespace, name) of the policies selecting it.
+    pub endpoint_policies: BTreeMap<String, Vec<(String, String)>>,
 }
 
 impl Snapshot {
@@ -71,6 +73,7 @@ impl Snapshot {
                     name: String::new(),
                     labels,
                     workload: Arc::from(""),
+                    policies: Vec::new(),
                 }),
             );
         }
@@ -88,6 +91,11 @@ impl Snapshot {
                 namespace: ep.namespace.clone(),
                 name: ep.name.clone(),
                 labels,
+                policies: input
+                    .endpoint_policies
+                    .get(&workload)
+                    .cloned()
+                    .unwrap_or_default(),
                 workload: Arc::from(workload.as_str()),
             });
             for a in &ep.addresses {
@@ -199,6 +207,24 @@ pub fn services_by_rev_nat(
                 .or_else(|| by_node_port.get(&port))
                 .or_else(|| by_ip.get(&ip))?;
             Some((*idx, svc.clone()))
+        })
+        .collect()
+}
+
+/// `namespace/name` of each local endpoint → the policies selecting it (through its
+/// compiled policy set).
+pub fn endpoint_policies(
+    compiled: &crate::compile::Compiled,
+) -> BTreeMap<String, Vec<(String, String)>> {
+    let info = &compiled.policy;
+    info.endpoint_sets
+        .iter()
+        .filter_map(|(ep, set)| {
+            let names = info.sets.get(set)?.policies.iter().filter_map(|p| {
+                p.split_once('/')
+                    .map(|(ns, n)| (ns.to_string(), n.to_string()))
+            });
+            Some((ep.clone(), names.collect()))
         })
         .collect()
 }

@@ -223,6 +223,7 @@ pub fn snapshot_of(engine: &Engine) -> Snapshot {
         services: enrich::services_by_rev_nat(&engine.spec, &engine.current.lb4_rev_nat),
         rules: enrich::policy_rules(&engine.spec, &engine.compiled),
         interfaces,
+        endpoint_policies: enrich::endpoint_policies(&engine.compiled),
     })
 }
 

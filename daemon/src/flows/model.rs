@@ -25,6 +25,9 @@ pub struct Peer {
     pub labels: Vec<String>,
     /// `namespace/name` for endpoints, `""` otherwise (metrics' source/destination labels).
     pub workload: Arc<str>,
+    /// (namespace, name) of the policies selecting this endpoint: a default-deny drop
+    /// (no rule matched) names them.
+    pub policies: Vec<(String, String)>,
 }
 
 impl Peer {
@@ -171,23 +174,37 @@ impl Flow {
         self.metric_type().1
     }
 
-    /// Policy names on the right list of the Hubble flow, if the rule is known.
-    fn policies(&self) -> Option<(&'static str, hubble::Policy)> {
-        let r = self.rule.as_ref()?;
-        let p = hubble::Policy {
-            name: r.name.clone(),
-            namespace: r.namespace.clone(),
-            labels: Vec::new(),
-            kind: "KldnetPolicy".into(),
-        };
+    /// Policies on the right list of the Hubble flow: the deciding rule's policy, or for a
+    /// default-deny drop (no rule matched) the policies that select the enforcing endpoint.
+    fn policies(&self) -> Option<(&'static str, Vec<hubble::Policy>)> {
         let dropped = self.verdict() == VERDICT_DROPPED;
         let ingress = self.is_ingress();
-        Some(match (dropped, ingress) {
-            (true, true) => ("ingress_denied_by", p),
-            (true, false) => ("egress_denied_by", p),
-            (false, true) => ("ingress_allowed_by", p),
-            (false, false) => ("egress_allowed_by", p),
-        })
+        let list = match (dropped, ingress) {
+            (true, true) => "ingress_denied_by",
+            (true, false) => "egress_denied_by",
+            (false, true) => "ingress_allowed_by",
+            (false, false) => "egress_allowed_by",
+        };
+        let policy = |namespace: &str, name: &str, kind: &str| hubble::Policy {
+            name: name.to_string(),
+            namespace: namespace.to_string(),
+            labels: Vec::new(),
+            kind: kind.into(),
+        };
+        if let Some(r) = &self.rule {
+            return Some((list, vec![policy(&r.namespace, &r.name, "KldnetPolicy")]));
+        }
+        if dropped && self.ev.reason == DROP_POLICY_DENIED {
+            let enforcing = if ingress { &self.dst } else { &self.src };
+            let ps: Vec<_> = enforcing
+                .as_ref()?
+                .policies
+                .iter()
+                .map(|(ns, n)| policy(ns, n, "KldnetPolicy/default-deny"))
+                .collect();
+            return (!ps.is_empty()).then_some((list, ps));
+        }
+        None
     }
 
     /// One-line human summary (Hubble's `Summary`).
@@ -330,10 +347,10 @@ impl Flow {
         };
         if let Some((list, p)) = self.policies() {
             match list {
-                "ingress_denied_by" => flow.ingress_denied_by.push(p),
-                "egress_denied_by" => flow.egress_denied_by.push(p),
-                "ingress_allowed_by" => flow.ingress_allowed_by.push(p),
-                _ => flow.egress_allowed_by.push(p),
+                "ingress_denied_by" => flow.ingress_denied_by = p,
+                "egress_denied_by" => flow.egress_denied_by = p,
+                "ingress_allowed_by" => flow.ingress_allowed_by = p,
+                _ => flow.egress_allowed_by = p,
             }
         }
         hubble::Line {
