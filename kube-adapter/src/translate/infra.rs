@@ -112,9 +112,6 @@ pub(super) fn bgp_not_here(ctx: &Ctx, b: &BgpPeeringPolicy) -> Option<String> {
 
 pub(super) fn bgp(ctx: &Ctx, b: &BgpPeeringPolicy, s: &mut Sections) -> Outcome {
     let mut problems = Vec::new();
-    if !ctx.opts.bgp_section {
-        return Err("[bgp] not written (--no-bgp-section)".into());
-    }
     let this = ctx
         .opts
         .node

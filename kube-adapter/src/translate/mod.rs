@@ -173,7 +173,17 @@ pub fn translate(objects: &[Object], opts: &Options) -> Output {
         let outcome: Result<Status, String> = match o {
             Object::Namespace(n) => workloads::namespace(n, &mut s).map(partial),
             Object::Pod(p) => workloads::pod(&ctx, p, &mut s).map(partial),
+            Object::Node(_)
+                if opts.node.as_deref() == Some(r.name.as_str()) && !opts.node_section =>
+            {
+                Ok(Status::Ignored(
+                    "this node: [node] is left to /etc/kldnet (--no-node-section)".into(),
+                ))
+            }
             Object::Node(n) => workloads::node(&ctx, n, &mut s).map(partial),
+            Object::BgpPeering(_) if !opts.bgp_section => Ok(Status::Ignored(
+                "[bgp] is left to /etc/kldnet (--no-bgp-section)".into(),
+            )),
             Object::Service(svc) => workloads::service(&ctx, svc, &mut s).map(partial),
             Object::EndpointSlice(es) => Ok(workloads::endpoint_slice_status(&ctx, es)),
             Object::NetworkPolicy(np) => knp::network_policy(&ctx, np, &mut s).map(partial),

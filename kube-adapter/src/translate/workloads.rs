@@ -17,6 +17,9 @@ use crate::toml_out::{Table, V};
 
 /// The label of an EndpointSlice that names its Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// Annotation naming a pod's host-side interface, for CNIs that record it (kldnet otherwise
+/// finds the interface by route lookup of the pod's address).
+const INTERFACE_ANNOTATION: &str = "kldnet.io/interface";
 /// Cilium's annotation carrying a node's WireGuard public key.
 const WG_KEY_ANNOTATION: &str = "network.cilium.io/wg-pub-key";
 
@@ -155,6 +158,15 @@ pub(super) fn pod(ctx: &Ctx, p: &Pod, s: &mut Sections) -> Outcome {
         .set("labels", labels_table(&labels, &mut problems))
         .list("ports", ports);
     let annotations = p.metadata.annotations.clone().unwrap_or_default();
+    if let Some(i) = annotations.get(INTERFACE_ANNOTATION) {
+        if !i.is_empty() && i.len() <= 15 && !i.contains(['/', ':', ' ']) {
+            t.set("interface", i);
+        } else {
+            problems.push(format!(
+                "annotation {INTERFACE_ANNOTATION} `{i}` is not an interface name"
+            ));
+        }
+    }
     for (key, field) in [
         ("kubernetes.io/egress-bandwidth", "egress_bandwidth"),
         ("kubernetes.io/ingress-bandwidth", "ingress_bandwidth"),
@@ -207,11 +219,7 @@ pub(super) fn node(ctx: &Ctx, n: &Node, s: &mut Sections) -> Outcome {
     t.set("name", &name).set("address", address.to_string());
     t.list("endpoint_cidrs", endpoint_cidrs);
     if ctx.opts.node.as_deref() == Some(name.as_str()) {
-        if ctx.opts.node_section {
-            s.node = Some(t);
-        } else {
-            problems.push("this node's [node] section not written (--no-node-section)".into());
-        }
+        s.node = Some(t);
         return Ok(problems);
     }
     let annotations = n.metadata.annotations.clone().unwrap_or_default();
