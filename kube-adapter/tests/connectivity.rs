@@ -203,6 +203,7 @@ fn every_connectivity_manifest_renders_or_is_reported() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&r.stderr);
+    eprintln!("{}", stderr.lines().last().unwrap_or(""));
     // Some objects have no kldnet equivalent (egress gateways, mutual auth…): exit 3.
     assert_eq!(r.status.code(), Some(3), "{stderr}");
     // One verdict line per object (partial objects have one line per part left out).
