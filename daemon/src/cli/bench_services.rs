@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use self::program::{Kldnet, Netfilter, NetfilterTimes};
+use self::program::{Kldnet, Netfilter, NetfilterTimes, Step};
 use self::traffic::{Latency, Lb, Traffic};
 use super::{EXIT_FAILURE, EXIT_OK};
 
@@ -48,6 +48,10 @@ pub struct ServicesBenchArgs {
     /// Seconds per iperf3 run (0 skips throughput).
     #[arg(long, default_value_t = 3)]
     pub seconds: u32,
+    /// Seconds after which one iptables/nft command is killed (reported as "> N s"; the
+    /// back end is skipped at larger sizes).
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
     /// BPF_PROG_TEST_RUN repetitions per packet case.
     #[arg(long, default_value_t = 100_000)]
     pub repeat: u32,
@@ -72,9 +76,10 @@ impl ServicesBenchArgs {
 pub fn run(mut args: ServicesBenchArgs) -> i32 {
     if let Some(target) = args.connect_loop {
         return match traffic::connect_loop(target, args.connects) {
-            Ok(v) => {
+            Ok((v, timeouts)) => {
                 let text: Vec<String> = v.iter().map(u64::to_string).collect();
                 println!("samples_ns {}", text.join(" "));
+                println!("timeouts {timeouts}");
                 EXIT_OK
             }
             Err(e) => {
@@ -176,6 +181,24 @@ fn ms(d: Duration) -> String {
         format!("{v:.1} ms")
     } else {
         format!("{v:.3} ms")
+    }
+}
+
+/// A netfilter step: its time, "> N s" when killed, "-" when not run.
+fn step(s: Step) -> String {
+    match s {
+        Step::Took(d) => ms(d),
+        Step::TimedOut(l) => format!("> {} s (killed)", l.as_secs()),
+        Step::Skipped => "-".into(),
+    }
+}
+
+/// `s ÷ k` for a netfilter step; a lower bound when the step was killed.
+fn step_ratio(s: Step, k: Duration) -> String {
+    match s {
+        Step::Took(d) => dtimes(d, k),
+        Step::TimedOut(l) => format!("> {}", dtimes(l, k)),
+        Step::Skipped => "-".into(),
     }
 }
 
@@ -336,19 +359,47 @@ fn bench(a: &ServicesBenchArgs) -> Result<()> {
         &kldnet_bpf::pin_dir(bpf.path()),
         &tmp.path().join("kld-config"),
     )?;
+    let limit = Duration::from_secs(a.timeout.max(1));
     let mut prog: Vec<(u32, Vec<NetfilterTimes>, program::KldnetTimes)> = Vec::new();
+    // Back ends whose programming timed out: skipped at larger sizes and in (c)/(e) there.
+    let mut timed_out: Vec<Netfilter> = Vec::new();
     for &n in &a.sizes {
         let svcs = rules::services(n, a.backends, &[]);
         let mut nf = Vec::new();
         for f in Netfilter::ALL {
+            if timed_out.contains(&f) {
+                eprintln!(
+                    "[bench] (a)(b) {} at {n} services: skipped (timed out at a smaller size)",
+                    f.label()
+                );
+                nf.push(NetfilterTimes::skipped());
+                continue;
+            }
             eprintln!("[bench] (a)(b) {} at {n} services …", f.label());
             let dir = tmp.path().join(format!("nf-{}-{n}", f.short()));
             std::fs::create_dir_all(&dir)?;
-            nf.push(program::netfilter(f, &svcs, a.backends, a.runs, &dir)?);
+            let t = program::netfilter(f, &svcs, a.backends, a.runs, &dir, limit)?;
             let _ = std::fs::remove_dir_all(&dir);
+            eprintln!(
+                "[bench]   program {}, add one: full {}, incremental {} ({} runs)",
+                step(t.program),
+                step(t.add_full),
+                step(t.add_one),
+                t.runs
+            );
+            if t.program.took().is_none() {
+                timed_out.push(f);
+            }
+            nf.push(t);
         }
         eprintln!("[bench] (a)(b) kldnet at {n} services …");
         let k = kld.measure(&svcs, a.backends, a.runs)?;
+        eprintln!(
+            "[bench]   program {} (+ parse {}), reload with one more {}",
+            ms(k.compile + k.apply),
+            ms(k.parse),
+            ms(k.reload)
+        );
         prog.push((n, nf, k));
     }
     kld.close()?;
@@ -363,11 +414,23 @@ fn bench(a: &ServicesBenchArgs) -> Result<()> {
     for (k, &n) in a.sizes.iter().enumerate() {
         let svcs = rules::services(n, a.backends, traffic.backends());
         eprintln!("[bench] (c) programming {n} services into every LB …");
-        traffic.configure(&svcs)?;
+        let skip: Vec<Netfilter> = prog
+            .iter()
+            .find(|(m, ..)| *m == n)
+            .map(|(_, nf, _)| {
+                Netfilter::ALL
+                    .into_iter()
+                    .zip(nf)
+                    .filter(|(_, t)| t.program.took().is_none())
+                    .map(|(f, _)| f)
+                    .collect()
+            })
+            .unwrap_or_default();
+        traffic.configure(&svcs, &skip, limit)?;
         eprintln!("[bench] (c) connect() latency at {n} services …");
         let rounds = if a.quick { 2 } else { 4 };
         let last = svcs.last().expect("n ≥ 1");
-        conn.push((n, traffic.connect_latency(last, a.connects, rounds)?));
+        conn.push((n, traffic.connect_latency(last, a.connects, rounds)?, skip));
         if k + 1 == a.sizes.len() && a.seconds > 0 {
             eprintln!("[bench] (e) iperf3 throughput at {n} services …");
             tput = traffic.throughput(a.seconds, a.runs)?;
@@ -414,18 +477,18 @@ fn print_program(prog: &[(u32, Vec<NetfilterTimes>, program::KldnetTimes)]) {
         let kd = k.compile + k.apply;
         t.row(vec![
             n.to_string(),
-            ms(nf[0].program),
-            ms(nf[1].program),
-            ms(nf[2].program),
+            step(nf[0].program),
+            step(nf[1].program),
+            step(nf[2].program),
             ms(kd),
             format!("{} / {}", ms(k.compile), ms(k.apply)),
             ms(k.parse),
         ]);
         r.row(vec![
             n.to_string(),
-            dtimes(nf[0].program, kd),
-            dtimes(nf[1].program, kd),
-            dtimes(nf[2].program, kd),
+            step_ratio(nf[0].program, kd),
+            step_ratio(nf[1].program, kd),
+            step_ratio(nf[2].program, kd),
         ]);
     }
     t.print();
@@ -456,35 +519,35 @@ fn print_program(prog: &[(u32, Vec<NetfilterTimes>, program::KldnetTimes)]) {
             "nft ÷ kldnet",
         ],
     );
-    let opt = |d: Option<Duration>| d.map_or("-".into(), ms);
     for (n, nf, k) in prog {
         t.row(vec![
             n.to_string(),
-            opt(nf[0].add_full),
-            ms(nf[0].add_one),
-            opt(nf[1].add_full),
-            ms(nf[1].add_one),
-            ms(nf[2].add_one),
+            step(nf[0].add_full),
+            step(nf[0].add_one),
+            step(nf[1].add_full),
+            step(nf[1].add_one),
+            step(nf[2].add_one),
             ms(k.reload),
             ms(k.compile_apply),
             ms(k.apply_delta),
         ]);
         let kd = k.reload;
-        let full = |d: Option<Duration>| d.map_or("-".into(), |d| dtimes(d, kd));
         r.row(vec![
             n.to_string(),
-            full(nf[0].add_full),
-            dtimes(nf[0].add_one, kd),
-            full(nf[1].add_full),
-            dtimes(nf[1].add_one, kd),
-            dtimes(nf[2].add_one, kd),
+            step_ratio(nf[0].add_full, kd),
+            step_ratio(nf[0].add_one, kd),
+            step_ratio(nf[1].add_full, kd),
+            step_ratio(nf[1].add_one, kd),
+            step_ratio(nf[2].add_one, kd),
         ]);
     }
     t.print();
     r.print();
 }
 
-fn print_connect(conn: &[(u32, (Latency, Vec<traffic::ConnectRow>))]) {
+type ConnectResult = (u32, (Latency, Vec<traffic::ConnectRow>), Vec<Netfilter>);
+
+fn print_connect(conn: &[ConnectResult]) {
     let mut t = Table::new(
         "(c) connect() to the last service vs direct to its backend",
         &[
@@ -496,9 +559,10 @@ fn print_connect(conn: &[(u32, (Latency, Vec<traffic::ConnectRow>))]) {
             "p99 ÷ direct",
             "same client, direct p50",
             "same client, direct p99",
+            "timeouts (VIP / direct)",
         ],
     );
-    for (n, (base, rows)) in conn {
+    for (n, (base, rows), skipped) in conn {
         t.row(vec![
             n.to_string(),
             Lb::Direct.label().into(),
@@ -508,6 +572,7 @@ fn print_connect(conn: &[(u32, (Latency, Vec<traffic::ConnectRow>))]) {
             "1.00×".into(),
             "".into(),
             "".into(),
+            format!("{}", base.timeouts),
         ]);
         for r in rows {
             t.row(vec![
@@ -519,7 +584,17 @@ fn print_connect(conn: &[(u32, (Latency, Vec<traffic::ConnectRow>))]) {
                 times(r.vip.p99_ns as f64, base.p99_ns as f64),
                 us(r.direct.p50_ns),
                 us(r.direct.p99_ns),
+                format!("{} / {}", r.vip.timeouts, r.direct.timeouts),
             ]);
+        }
+        for f in skipped {
+            let mut cells = vec![
+                n.to_string(),
+                f.label().into(),
+                "not programmed (timed out in (a))".into(),
+            ];
+            cells.resize(9, String::new());
+            t.row(cells);
         }
     }
     t.print();

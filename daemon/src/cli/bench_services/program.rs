@@ -9,7 +9,7 @@
 //! through the daemon's own code, no program attached.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
@@ -20,24 +20,76 @@ use crate::compile::{self, Allocations, DesiredState, Environment};
 use crate::daemon::Engine;
 use crate::datapath::{apply, kernel::KernelDatapath};
 
-/// Runs `cmd` to completion; its wall time, or an error with its stderr.
-pub fn timed(mut cmd: Command) -> Result<Duration> {
+/// One timed step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Finished in this long.
+    Took(Duration),
+    /// Killed after this long (the limit).
+    TimedOut(Duration),
+    /// Not run: an earlier step or a smaller size timed out.
+    Skipped,
+}
+
+impl Step {
+    pub fn took(self) -> Option<Duration> {
+        match self {
+            Step::Took(d) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+/// Runs `cmd` to completion, killing it after `limit`; its wall time, or an error with
+/// its stderr.
+pub fn timed(mut cmd: Command, limit: Duration) -> Result<Step> {
     let what = format!("{:?}", cmd.get_program());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     let t = Instant::now();
-    let out = cmd.output().with_context(|| format!("run {what}"))?;
-    let d = t.elapsed();
+    let child = cmd.spawn().with_context(|| format!("run {what}"))?;
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The waiter takes the end time as soon as the child exits.
+    let waiter = std::thread::spawn(move || {
+        let out = child.wait_with_output();
+        let _ = tx.send((t.elapsed(), out));
+    });
+    let (d, out) = match rx.recv_timeout(limit) {
+        Ok(r) => r,
+        Err(_) => {
+            // SAFETY: pid is our child, not reaped until the waiter's wait returns.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = waiter.join();
+            return Ok(Step::TimedOut(limit));
+        }
+    };
+    let _ = waiter.join();
+    let out = out.with_context(|| format!("wait for {what}"))?;
     ensure!(
         out.status.success(),
         "{what} failed ({}): {}",
         out.status,
         String::from_utf8_lossy(&out.stderr).trim()
     );
-    Ok(d)
+    Ok(Step::Took(d))
 }
 
-/// Runs `program args` inside namespace `ns`, timed.
-pub fn timed_in(ns: &str, program: &str, args: &[&str]) -> Result<Duration> {
-    timed(command_in(ns, program, args, None))
+/// Runs `program args` inside namespace `ns`, timed, killed after `limit`.
+pub fn timed_in(ns: &str, program: &str, args: &[&str], limit: Duration) -> Result<Step> {
+    timed(command_in(ns, program, args, None), limit)
+}
+
+/// Like [`timed_in`] for set-up steps: a time-out is an error.
+fn run_in(ns: &str, program: &str, args: &[&str], limit: Duration) -> Result<()> {
+    match timed_in(ns, program, args, limit)? {
+        Step::Took(_) => Ok(()),
+        _ => anyhow::bail!(
+            "`{program} {}` in {ns} took longer than {limit:?}",
+            args.join(" ")
+        ),
+    }
 }
 
 /// The kube-proxy back ends measured.
@@ -81,28 +133,28 @@ impl Netfilter {
     }
 
     /// Loads `file` on top of what the namespace holds.
-    pub fn load(self, ns: &str, file: &Path) -> Result<Duration> {
+    pub fn load(self, ns: &str, file: &Path, limit: Duration) -> Result<Step> {
         let f = file.to_str().context("non-UTF-8 temp path")?;
         match self {
-            Netfilter::Nftables => timed_in(ns, "nft", &["-f", f]),
-            _ => timed_in(ns, self.restore(), &["--noflush", f]),
+            Netfilter::Nftables => timed_in(ns, "nft", &["-f", f], limit),
+            _ => timed_in(ns, self.restore(), &["--noflush", f], limit),
         }
     }
 
     /// Replaces the namespace's nat rules with `file` (plus the built-in chain jumps).
-    pub fn replace(self, ns: &str, file: &Path, jumps: &Path) -> Result<()> {
+    pub fn replace(self, ns: &str, file: &Path, jumps: &Path, limit: Duration) -> Result<()> {
         let f = file.to_str().context("non-UTF-8 temp path")?;
+        let j = jumps.to_str().context("non-UTF-8 temp path")?;
         match self {
             Netfilter::Nftables => {
-                timed_in(ns, "nft", &["flush", "ruleset"])?;
-                timed_in(ns, "nft", &["-f", f])?;
+                run_in(ns, "nft", &["flush", "ruleset"], limit)?;
+                run_in(ns, "nft", &["-f", f], limit)
             }
             _ => {
-                timed_in(ns, self.restore(), &[f])?;
-                self.load(ns, jumps)?;
+                run_in(ns, self.restore(), &[f], limit)?;
+                run_in(ns, self.restore(), &["--noflush", j], limit)
             }
         }
-        Ok(())
     }
 
     /// The full ruleset for `svcs`.
@@ -123,14 +175,28 @@ impl Netfilter {
 }
 
 /// (a) and (b) for one back end at one size: medians over the runs.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct NetfilterTimes {
     /// (a) the whole ruleset into an empty namespace.
-    pub program: Duration,
+    pub program: Step,
     /// (b) kube-proxy's way: the whole ruleset again, with one more service (iptables only).
-    pub add_full: Option<Duration>,
+    pub add_full: Step,
     /// (b) only the new service's chains and rules (nft: chains + one map element).
-    pub add_one: Duration,
+    pub add_one: Step,
+    /// Runs the medians are over (fewer than asked when a run is slow).
+    pub runs: u32,
+}
+
+impl NetfilterTimes {
+    /// Every step skipped (a smaller size already timed out).
+    pub fn skipped() -> NetfilterTimes {
+        NetfilterTimes {
+            program: Step::Skipped,
+            add_full: Step::Skipped,
+            add_one: Step::Skipped,
+            runs: 0,
+        }
+    }
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -138,13 +204,28 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// Measures one netfilter back end at `n = svcs.len()` services.
+fn median_step(v: Vec<Step>) -> Step {
+    if let Some(t) = v.iter().find(|s| !matches!(s, Step::Took(_))) {
+        return *t;
+    }
+    match v.is_empty() {
+        true => Step::Skipped,
+        false => Step::Took(median(v.into_iter().filter_map(Step::took).collect())),
+    }
+}
+
+/// A run slower than this is not repeated.
+const REPEAT_BELOW: Duration = Duration::from_secs(10);
+
+/// Measures one netfilter back end at `n = svcs.len()` services; every command is killed
+/// after `limit`.
 pub fn netfilter(
     nf: Netfilter,
     svcs: &[BenchService],
     backends: u32,
     runs: u32,
     tmp: &Path,
+    limit: Duration,
 ) -> Result<NetfilterTimes> {
     let n = svcs.len() as u32;
     let write = |name: &str, text: String| -> Result<PathBuf> {
@@ -159,23 +240,39 @@ pub fn netfilter(
     let one = write("one.rules", nf.one_text(&rules::service(n + 1, backends)))?;
     let jumps = write("jumps.rules", rules::iptables_jumps())?;
     let (mut program, mut add_full, mut add_one) = (Vec::new(), Vec::new(), Vec::new());
+    let mut done = 0;
     for run in 0..runs.max(1) {
         let ns = NetnsGuard::create(&format!(
             "kldbench-{}-{}-{run}",
             std::process::id(),
             nf.short()
         ))?;
-        program.push(nf.load(ns.name(), &full)?);
-        if nf != Netfilter::Nftables {
-            nf.load(ns.name(), &jumps)?;
-            add_full.push(nf.load(ns.name(), &full_plus)?);
+        let t = Instant::now();
+        let p = nf.load(ns.name(), &full, limit)?;
+        program.push(p);
+        done += 1;
+        if p.took().is_none() {
+            break;
         }
-        add_one.push(nf.load(ns.name(), &one)?);
+        if nf != Netfilter::Nftables {
+            run_in(
+                ns.name(),
+                nf.restore(),
+                &["--noflush", jumps.to_str().unwrap_or_default()],
+                limit,
+            )?;
+            add_full.push(nf.load(ns.name(), &full_plus, limit)?);
+        }
+        add_one.push(nf.load(ns.name(), &one, limit)?);
+        if t.elapsed() > REPEAT_BELOW {
+            break;
+        }
     }
     Ok(NetfilterTimes {
-        program: median(program),
-        add_full: (!add_full.is_empty()).then(|| median(add_full)),
-        add_one: median(add_one),
+        add_full: median_step(add_full),
+        add_one: median_step(add_one),
+        program: median_step(program),
+        runs: done,
     })
 }
 

@@ -69,15 +69,24 @@ struct Client {
 pub struct Latency {
     pub p50_ns: u64,
     pub p99_ns: u64,
+    /// connect() calls that timed out (2 s), not in the percentiles.
+    pub timeouts: u32,
 }
 
 impl Latency {
-    fn of(mut v: Vec<u64>) -> Latency {
+    fn of((mut v, timeouts): (Vec<u64>, u32)) -> Latency {
         v.sort_unstable();
+        if v.is_empty() {
+            return Latency {
+                timeouts,
+                ..Latency::default()
+            };
+        }
         let pct = |p: usize| v[((p * v.len()).div_ceil(100)).max(1) - 1];
         Latency {
             p50_ns: pct(50),
             p99_ns: pct(99),
+            timeouts,
         }
     }
 }
@@ -98,6 +107,8 @@ pub struct Traffic {
     iperf: Option<ChildGuard>,
     daemon: Option<DaemonGuard>,
     clients: Vec<Client>,
+    /// Load balancers left out at the current size (their programming timed out).
+    skipped: Vec<Lb>,
     backend: Workload,
     backends: Vec<SocketAddrV4>,
     exe: PathBuf,
@@ -116,8 +127,14 @@ impl Drop for Traffic {
     }
 }
 
-/// Accepts and drops connections until `stop`.
+/// Accepts and drops connections until `stop`. The backlog is raised to 4096 and the
+/// queue drained on every wake-up: connects arrive every ~30 µs, and a server thread
+/// starved for a few ms on a busy machine must not overflow the queue (dropped SYNs
+/// would show up as 1 s retransmits in the client's latency).
 fn accept_loop(l: TcpListener, stop: Arc<AtomicBool>) {
+    // SAFETY: listen(2) on our listening socket only changes its backlog.
+    unsafe { libc::listen(l.as_raw_fd(), 4096) };
+    let _ = l.set_nonblocking(true);
     let mut pfd = libc::pollfd {
         fd: l.as_raw_fd(),
         events: libc::POLLIN,
@@ -126,7 +143,7 @@ fn accept_loop(l: TcpListener, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         // SAFETY: one valid pollfd for the duration of the call.
         if unsafe { libc::poll(&mut pfd, 1, 200) } > 0 {
-            let _ = l.accept();
+            while l.accept().is_ok() {}
         }
     }
 }
@@ -150,8 +167,9 @@ fn setsockopt<T>(fd: &OwnedFd, level: i32, name: i32, v: &T) -> io::Result<()> {
 }
 
 /// `count` sequential blocking connect()s to `target` (after [`WARMUP`] untimed ones), each
-/// closed with an RST (SO_LINGER 0: no TIME_WAIT piling up); nanoseconds per connect().
-pub fn connect_loop(target: SocketAddrV4, count: u32) -> Result<Vec<u64>> {
+/// closed with an RST (SO_LINGER 0: no TIME_WAIT piling up). Returns nanoseconds per
+/// successful connect() and how many timed out (2 s); any other error is fatal.
+pub fn connect_loop(target: SocketAddrV4, count: u32) -> Result<(Vec<u64>, u32)> {
     let sa = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: target.port().to_be(),
@@ -169,6 +187,7 @@ pub fn connect_loop(target: SocketAddrV4, count: u32) -> Result<Vec<u64>> {
         l_linger: 0,
     };
     let mut out = Vec::with_capacity(count as usize);
+    let mut timeouts = 0;
     for i in 0..count + WARMUP {
         // SAFETY: plain socket(2); the fd is owned below.
         let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
@@ -190,10 +209,15 @@ pub fn connect_loop(target: SocketAddrV4, count: u32) -> Result<Vec<u64>> {
         };
         let d = t.elapsed();
         if rc != 0 {
-            bail!(
-                "connect {target} (attempt {i}): {}",
-                io::Error::last_os_error()
-            );
+            let e = io::Error::last_os_error();
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EINPROGRESS) | Some(libc::ETIMEDOUT)
+            ) {
+                timeouts += 1;
+                continue;
+            }
+            bail!("connect {target} (attempt {i}): {e}");
         }
         setsockopt(&fd, libc::SOL_SOCKET, libc::SO_LINGER, &linger)?;
         drop(fd);
@@ -201,7 +225,7 @@ pub fn connect_loop(target: SocketAddrV4, count: u32) -> Result<Vec<u64>> {
             out.push(d.as_nanos() as u64);
         }
     }
-    Ok(out)
+    Ok((out, timeouts))
 }
 
 /// Node and endpoint configuration of the sandbox's kldnetd.
@@ -272,6 +296,7 @@ impl Traffic {
             iperf: None,
             daemon: None,
             clients,
+            skipped: Vec::new(),
             backends: be_addrs
                 .iter()
                 .map(|a| SocketAddrV4::new(*a, SERVER_PORT))
@@ -302,16 +327,28 @@ impl Traffic {
 
     /// Programs `svcs` (plus the iperf3 service, first) into every load balancer: the
     /// client namespaces' netfilter rules and kldnetd (started on first use, reloaded after).
-    pub fn configure(&mut self, svcs: &[BenchService]) -> Result<()> {
+    /// Back ends in `skip` are left out (emptied); commands are killed after `limit`.
+    pub fn configure(
+        &mut self,
+        svcs: &[BenchService],
+        skip: &[Netfilter],
+        limit: Duration,
+    ) -> Result<()> {
         let mut all = vec![self.iperf_service()];
         all.extend_from_slice(svcs);
         let jumps = self.sbx.dir().join("jumps.rules");
         std::fs::write(&jumps, rules::iptables_jumps())?;
+        self.skipped = skip.iter().map(|nf| Lb::Netfilter(*nf)).collect();
         for c in &self.clients {
             if let Lb::Netfilter(nf) = c.lb {
+                let text = if skip.contains(&nf) {
+                    nf.full_text(&[])
+                } else {
+                    nf.full_text(&all)
+                };
                 let file = self.sbx.dir().join(format!("{}.rules", nf.short()));
-                std::fs::write(&file, nf.full_text(&all))?;
-                nf.replace(&c.w.netns, &file, &jumps)
+                std::fs::write(&file, text)?;
+                nf.replace(&c.w.netns, &file, &jumps, limit)
                     .with_context(|| format!("program {} in {}", nf.label(), c.w.netns))?;
             }
         }
@@ -361,7 +398,7 @@ impl Traffic {
 
     /// Runs the connect loop in a child process inside the client's namespace (and the LB
     /// cgroup for the pod), so socket LB sees a real process in the right cgroup.
-    fn samples(&self, c: &Client, target: SocketAddrV4, count: u32) -> Result<Vec<u64>> {
+    fn samples(&self, c: &Client, target: SocketAddrV4, count: u32) -> Result<(Vec<u64>, u32)> {
         let args = [
             "bench".to_string(),
             "services".into(),
@@ -386,9 +423,16 @@ impl Traffic {
             .lines()
             .find_map(|l| l.strip_prefix("samples_ns"))
             .context("connect loop printed no samples")?;
-        line.split_whitespace()
+        let timeouts = text
+            .lines()
+            .find_map(|l| l.strip_prefix("timeouts "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let v = line
+            .split_whitespace()
             .map(|v| v.parse::<u64>().context("bad sample"))
-            .collect()
+            .collect::<Result<_>>()?;
+        Ok((v, timeouts))
     }
 
     /// (c): `count` connects per path, split in `rounds` interleaved rounds so drift in
@@ -402,16 +446,21 @@ impl Traffic {
         let vip = SocketAddrV4::new(last.vip, last.port);
         let direct = self.backends[0];
         let per = (count / rounds.max(1)).max(1);
-        let mut pairs: Vec<(usize, SocketAddrV4, Vec<u64>)> = Vec::new();
+        let mut pairs: Vec<(usize, SocketAddrV4, (Vec<u64>, u32))> = Vec::new();
         for (i, c) in self.clients.iter().enumerate() {
-            pairs.push((i, direct, Vec::new()));
+            if self.skipped.contains(&c.lb) {
+                continue;
+            }
+            pairs.push((i, direct, (Vec::new(), 0)));
             if c.lb != Lb::Direct {
-                pairs.push((i, vip, Vec::new()));
+                pairs.push((i, vip, (Vec::new(), 0)));
             }
         }
         for _ in 0..rounds.max(1) {
             for (i, target, acc) in pairs.iter_mut() {
-                acc.extend(self.samples(&self.clients[*i], *target, per)?);
+                let (v, t) = self.samples(&self.clients[*i], *target, per)?;
+                acc.0.extend(v);
+                acc.1 += t;
             }
         }
         let mut baseline = Latency::default();
@@ -456,7 +505,12 @@ impl Traffic {
         }
         let direct = SocketAddrV4::new(*self.backends[0].ip(), IPERF_PORT);
         let vip = SocketAddrV4::new(IPERF_VIP, IPERF_PORT);
-        let lbs: Vec<Lb> = self.clients.iter().map(|c| c.lb).collect();
+        let lbs: Vec<Lb> = self
+            .clients
+            .iter()
+            .map(|c| c.lb)
+            .filter(|lb| !self.skipped.contains(lb))
+            .collect();
         let mut results: Vec<Vec<f64>> = vec![Vec::new(); lbs.len()];
         let omit = if seconds > 1 { "1" } else { "0" };
         for _ in 0..runs.max(1) {
