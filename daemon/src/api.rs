@@ -33,7 +33,7 @@ pub enum Request {
     /// Flows (`kldnet observe`). Answered as a stream of JSON lines, one Hubble
     /// `{"flow":…}` (or `{"lost_events":…}`) object each, until the history is sent or,
     /// with `follow`, until the client hangs up. See [`observe`].
-    Observe(crate::flows::FlowQuery),
+    Observe(Box<crate::flows::FlowQuery>),
     /// Pause or resume the flow ring buffer reader (tests: make the ring overflow).
     FlowsReader {
         paused: bool,
@@ -178,7 +178,7 @@ pub fn observe(
             .set_read_timeout(Some(Duration::from_secs(30)))
             .map_err(unreachable)?;
     }
-    let mut line = serde_json::to_string(&Request::Observe(query.clone()))
+    let mut line = serde_json::to_string(&Request::Observe(Box::new(query.clone())))
         .map_err(|e| ClientError::Protocol(e.to_string()))?;
     line.push('\n');
     stream.write_all(line.as_bytes()).map_err(unreachable)?;

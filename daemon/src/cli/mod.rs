@@ -85,7 +85,7 @@ pub enum Command {
     /// Run an isolated sandbox with the example configuration, real traffic and status.
     Demo(demo::DemoArgs),
     /// Flows: Hubble-style records of what the datapath forwarded and dropped.
-    Observe(observe::ObserveArgs),
+    Observe(Box<observe::ObserveArgs>),
     /// Check every service path in a throwaway sandbox (see docs/connectivity.md).
     #[command(subcommand)]
     Connectivity(ConnectivityCommand),
@@ -186,7 +186,7 @@ pub fn run(cli: Cli) -> i32 {
             policy::run_get(&socket, &endpoint, output.output)
         }
         Command::Demo(args) => demo::run(args),
-        Command::Observe(args) => observe::run(&socket, args),
+        Command::Observe(args) => observe::run(&socket, *args),
         Command::Connectivity(ConnectivityCommand::Test(args)) => connectivity::run(args),
         Command::Bench(BenchCommand::Reload(args)) => bench::run(args),
         Command::Bench(BenchCommand::Flows(args)) => bench_flows::run(args),

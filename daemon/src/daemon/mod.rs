@@ -351,7 +351,7 @@ async fn serve_one(daemon: &mut Daemon, stream: UnixStream) {
                     && let Ok(s) = s.into_std()
                     && let Some(f) = &daemon.flows
                 {
-                    f.observe(q, s);
+                    f.observe(*q, s);
                 }
                 return;
             }

@@ -162,7 +162,7 @@ impl Filter {
             return false;
         }
         if !q.namespace.is_empty()
-            && !any_side(&|p| p.is_some_and(|p| q.namespace.iter().any(|n| *n == p.namespace)))
+            && !any_side(&|p| p.is_some_and(|p| q.namespace.contains(&p.namespace)))
         {
             return false;
         }

@@ -70,7 +70,7 @@ pub fn unix_offset_ns() -> i64 {
         };
         // SAFETY: clock_gettime writes one timespec into ts.
         unsafe { libc::clock_gettime(clock, &mut ts) };
-        ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64
+        ts.tv_sec * 1_000_000_000 + ts.tv_nsec
     };
     now(libc::CLOCK_REALTIME) - now(libc::CLOCK_MONOTONIC)
 }

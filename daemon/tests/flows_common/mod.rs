@@ -165,7 +165,10 @@ pub fn http_get(sbx: &Sandbox, addr: &str, path: &str) -> Result<(u16, String)> 
 }
 
 /// Samples of a Prometheus text exposition: (name, sorted labels) → value.
-pub fn parse_metrics(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+/// One sample: name, sorted labels, value.
+pub type Sample = (String, Vec<(String, String)>, f64);
+
+pub fn parse_metrics(text: &str) -> Vec<Sample> {
     let mut out = Vec::new();
     for line in text.lines() {
         if line.starts_with('#') || line.trim().is_empty() {
