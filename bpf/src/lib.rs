@@ -40,6 +40,9 @@ pub const OBJ_SOCK: &str = "sock.bpf.o";
 
 /// tc programs (load as `aya::programs::SchedClassifier`).
 pub const TC_PROGRAMS: &[&str] = &[PROG_FROM_EP, PROG_TO_EP, PROG_FROM_NETDEV, PROG_TO_NETDEV];
+/// cgroup/post_bind4: refuses bind() to a service frontend (load as `aya::programs::CgroupSock`).
+pub const PROG_SOCK4_POST_BIND: &str = "kld_sock4_postbind";
+
 /// cgroup sock_addr programs (load as `aya::programs::CgroupSockAddr`).
 pub const SOCK_PROGRAMS: &[&str] = &[
     PROG_SOCK4_CONNECT,

@@ -5,6 +5,8 @@
 
 #include "kldnet/sock_lb.h"
 
+#define AF_INET_KLD 2
+
 SEC("cgroup/connect4")
 int kld_sock4_connect(struct bpf_sock_addr *ctx)
 {
@@ -27,6 +29,26 @@ SEC("cgroup/getpeername4")
 int kld_sock4_getpeer(struct bpf_sock_addr *ctx)
 {
 	return kld_sock4_rev(ctx);
+}
+
+/* Host processes must not bind a service's address and port (as Cilium's post_bind
+ * hook): the frontend would silently shadow or be shadowed by the process. A wildcard
+ * bind is checked against the NodePort frontends on 127.0.0.1, which every NodePort
+ * service has. Returning 0 fails bind() with EPERM. */
+SEC("cgroup/post_bind4")
+int kld_sock4_postbind(struct bpf_sock *ctx)
+{
+	struct lb4_key key = {};
+	__be32 addr = ctx->src_ip4;
+	__u8 proto = ctx->protocol;
+
+	if (ctx->family != AF_INET_KLD || (proto != IPPROTO_TCP && proto != IPPROTO_UDP))
+		return 1;
+	if (addr == 0)
+		addr = bpf_htonl(0x7f000001);
+	if (kld_lb4_service(&key, addr, bpf_htons((__u16)ctx->src_port), proto))
+		return 0;
+	return 1;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

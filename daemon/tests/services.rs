@@ -1014,3 +1014,45 @@ fn connectivity_test_command_passes() -> Result<()> {
     assert!(checks >= 6, "expected ≥ 6 [ok] checks:\n{stdout}");
     Ok(())
 }
+
+/// A host process (in the LB cgroup) cannot bind a service's address and port — a
+/// NodePort on the wildcard address included — while other ports bind as usual.
+#[test]
+fn binding_a_service_port_is_refused() -> Result<()> {
+    if skip_unless_root("binding_a_service_port_is_refused") {
+        return Ok(());
+    }
+    let svc = "[[service]]\nname = \"np\"\ntype = \"NodePort\"\naddresses = [\"10.96.50.1\"]\n\
+               ports = [{ port = 80, target_port = 8080, node_port = 30555 }]\n\
+               backends = [{ address = \"10.244.1.21\" }]\n";
+    let sbx = lb_sandbox("svc-bind", svc)?;
+    let daemon = start_ok(&sbx)?;
+    let c1 = sbx.workload("c1").expect("standard workload").clone();
+    let cases = [
+        ("0.0.0.0:30555", false, "NodePort on the wildcard address"),
+        ("127.0.0.1:30555", false, "NodePort on loopback"),
+        ("0.0.0.0:30556", true, "an unrelated port"),
+    ];
+    let mut rows = Vec::new();
+    let mut wrong = false;
+    for (bind, allowed, what) in cases {
+        let args = ["probe", "serve", "tcp", bind, "--max-secs", "1"];
+        let out = sbx
+            .workload_command(&c1, common::kldnet(), &args)
+            .output()?;
+        let bound = out.status.success();
+        wrong |= bound != allowed;
+        rows.push(vec![
+            what.to_string(),
+            bind.to_string(),
+            allowed.to_string(),
+            bound.to_string(),
+        ]);
+    }
+    let t = table(&["case", "bind", "expected to bind", "bound"], &rows);
+    println!("{t}");
+    if wrong {
+        fail(&sbx, &daemon, format!("bind protection:\n{t}"));
+    }
+    Ok(())
+}

@@ -123,6 +123,7 @@ pub fn load_object_with(pins: &Path, name: &str, bytes: &[u8], knobs: Knobs) -> 
         let res = match prog {
             Program::SchedClassifier(p) => p.load(),
             Program::CgroupSockAddr(p) => p.load(),
+            Program::CgroupSock(p) => p.load(),
             other => panic!(
                 "{name}: unexpected program type for {prog_name}: {:?}",
                 other.prog_type()

@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 use aya::maps::MapData;
 use aya::programs::links::{FdLink, LinkOrder, PinnedLink};
 use aya::programs::tc::TcAttachOptions;
-use aya::programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType};
+use aya::programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 use kldnet_bpf::abi::*;
 use kldnet_bpf::*;
@@ -106,6 +106,12 @@ impl KernelDatapath {
                 prog.load()
                     .with_context(|| format!("verify program {name}"))?;
             }
+            let bind: &mut CgroupSock = sock
+                .program_mut(PROG_SOCK4_POST_BIND)
+                .with_context(|| format!("program {PROG_SOCK4_POST_BIND} missing"))?
+                .try_into()?;
+            bind.load()
+                .with_context(|| format!("verify program {PROG_SOCK4_POST_BIND}"))?;
             Some(sock)
         } else {
             None
@@ -186,6 +192,29 @@ impl KernelDatapath {
             let path = self.pin_dir.join("links").join(format!("sock-{name}"));
             replace_pin(link, &path)?;
         }
+        let bind: &mut CgroupSock = sock
+            .program_mut(PROG_SOCK4_POST_BIND)
+            .expect("loaded above")
+            .try_into()?;
+        let id = bind
+            .attach(&file, CgroupAttachMode::Single)
+            .with_context(|| {
+                format!(
+                    "attach {PROG_SOCK4_POST_BIND} to cgroup {}",
+                    cgroup.display()
+                )
+            })?;
+        let link: FdLink = bind
+            .take_link(id)?
+            .try_into()
+            .context("cgroup link as fd link")?;
+        replace_pin(
+            link,
+            &self
+                .pin_dir
+                .join("links")
+                .join(format!("sock-{PROG_SOCK4_POST_BIND}")),
+        )?;
         Ok(())
     }
 
