@@ -26,6 +26,7 @@ fn env() -> Environment {
         interfaces,
         offline: false,
         views: true,
+        routes: Default::default(),
     }
 }
 

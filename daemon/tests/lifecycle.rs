@@ -1017,3 +1017,35 @@ fn missing_interface_is_a_warning_and_attaches_later() -> Result<()> {
     ensure_log(running, "daemon still running", &daemon)?;
     Ok(())
 }
+
+/// Endpoints that name no `interface` are attached where the node routes their address
+/// (the host side of their veth), as the kube-adapter's pods are.
+#[test]
+fn endpoint_interface_is_found_by_route() -> Result<()> {
+    if skip_unless_root("endpoint_interface_is_found_by_route") {
+        return Ok(());
+    }
+    let sbx = example_sandbox("route-lookup")?;
+    let identities = std::fs::read_to_string(examples_dir().join("identities.toml"))?;
+    let without: String = identities
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("interface"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    sbx.write_config("identities.toml", &without)?;
+    let _daemon = start(&sbx)?;
+    let st = status(&sbx);
+    let progs = programs(&st);
+    for ifname in ["vnet1", "vnet2", "vnet3", "vnet4"] {
+        let attached = progs
+            .iter()
+            .any(|(p, t)| p == "kld_from_ep" && t.contains(ifname));
+        assert!(
+            attached,
+            "kld_from_ep not on {ifname} found by route; programs: {progs:?}"
+        );
+    }
+    let diags = st["last_reload"]["diagnostics"].to_string();
+    assert!(!diags.contains("no interface found"), "{diags}");
+    Ok(())
+}

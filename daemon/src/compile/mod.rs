@@ -33,6 +33,8 @@ pub struct Environment {
     pub hostname: String,
     /// Interface name → ifindex, in the daemon's network namespace.
     pub interfaces: BTreeMap<String, u32>,
+    /// For endpoints without `interface`: the device the node routes each address to.
+    pub routes: BTreeMap<IpAddr, String>,
     /// `kldnet check`: the interfaces are not this machine's to look at, so missing ones
     /// are not reported.
     pub offline: bool,

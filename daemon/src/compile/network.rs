@@ -174,14 +174,8 @@ pub(super) fn compile_network(spec: &Spec, env: &Environment, out: &mut Compiled
     }
 }
 
-/// The interface named after the endpoint's first address (e.g. the `ip route` device of a
-/// /32 route) is found by the datapath layer and passed in `env.interfaces` under the key
-/// `route:<address>`.
+/// The interface the node routes the endpoint's first address to (the host side of its
+/// veth or tap), from [`Environment::routes`].
 fn route_lookup(env: &Environment, addrs: &[IpAddr]) -> Option<String> {
-    let first = addrs.first()?;
-    let ifindex = env.interfaces.get(&format!("route:{first}"))?;
-    env.interfaces
-        .iter()
-        .find(|(n, i)| *i == ifindex && !n.starts_with("route:"))
-        .map(|(n, _)| n.clone())
+    env.routes.get(addrs.first()?).cloned()
 }

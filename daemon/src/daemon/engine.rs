@@ -109,6 +109,7 @@ impl Engine {
         let env = Environment {
             hostname: self.hostname.clone(),
             interfaces: (self.interfaces)(),
+            routes: endpoint_routes(&spec, &spec.node_name(&self.hostname)),
             offline: false,
             views: false,
         };
@@ -156,6 +157,24 @@ impl Engine {
             _ => "running",
         }
     }
+}
+
+/// Where the node routes the addresses of endpoints that name no interface.
+fn endpoint_routes(
+    spec: &Spec,
+    this_node: &str,
+) -> std::collections::BTreeMap<std::net::IpAddr, String> {
+    spec.endpoints
+        .iter()
+        .filter(|e| e.interface.is_none() && e.node.as_deref().is_none_or(|n| n == this_node))
+        .filter_map(|e| match e.addresses.first()? {
+            std::net::IpAddr::V4(a) => Some((
+                std::net::IpAddr::V4(*a),
+                crate::datapath::features::route_device(*a)?,
+            )),
+            std::net::IpAddr::V6(_) => None,
+        })
+        .collect()
 }
 
 fn render(diags: &Diagnostics) -> Vec<String> {

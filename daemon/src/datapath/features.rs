@@ -115,3 +115,61 @@ mod tests {
         assert!(super::version_at_least("7.0", 6, 6));
     }
 }
+
+/// The device of the most specific non-default IPv4 route to `addr` in this network
+/// namespace's main table (`/proc/self/net/route` follows the reading process's netns).
+pub fn route_device(addr: std::net::Ipv4Addr) -> Option<String> {
+    let table = std::fs::read_to_string("/proc/self/net/route").ok()?;
+    best_route(&table, addr)
+}
+
+fn best_route(table: &str, addr: std::net::Ipv4Addr) -> Option<String> {
+    // Columns: Iface Destination Gateway Flags RefCnt Use Metric Mask …; addresses are
+    // hex in the kernel's (little-endian) byte order.
+    let a = u32::from_ne_bytes(addr.octets());
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let dest = u32::from_str_radix(f.get(1)?, 16).ok()?;
+            let metric: u32 = f.get(6)?.parse().ok()?;
+            let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
+            (mask != 0 && a & mask == dest).then(|| {
+                (
+                    mask.count_ones(),
+                    std::cmp::Reverse(metric),
+                    f[0].to_string(),
+                )
+            })
+        })
+        .max()
+        .map(|(_, _, dev)| dev)
+}
+
+#[cfg(test)]
+mod route_tests {
+    #[test]
+    fn most_specific_non_default_route_wins() {
+        let table =
+            "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT
+                     eth0\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0
+                     br0\t0001F40A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
+                     vnet7\t1601F40A\t00000000\t0005\t0\t0\t0\tFFFFFFFF\t0\t0\t0
+";
+        let table = table.replace("\\t", "\t");
+        assert_eq!(
+            super::best_route(&table, "10.244.1.22".parse().unwrap()).as_deref(),
+            Some("vnet7")
+        );
+        assert_eq!(
+            super::best_route(&table, "10.244.1.5".parse().unwrap()).as_deref(),
+            Some("br0")
+        );
+        // The default route is never an endpoint's interface.
+        assert_eq!(
+            super::best_route(&table, "203.0.113.1".parse().unwrap()),
+            None
+        );
+    }
+}
