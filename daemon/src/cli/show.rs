@@ -122,6 +122,28 @@ fn print_status(s: &Status) {
     );
     println!("Encryption:     {}", s.encryption);
     println!("BGP:            {}", s.bgp);
+    if let Some(f) = &s.flows {
+        let listen = |a: &str| {
+            if a.is_empty() {
+                "off".to_string()
+            } else {
+                a.to_string()
+            }
+        };
+        println!(
+            "Flows:          {} ({} buffered of {}, {} decoded, {} lost); metrics {}, UI {}",
+            if f.running { "running" } else { "NOT running" },
+            f.buffered,
+            f.capacity,
+            f.events_decoded,
+            f.events_lost,
+            listen(&f.metrics),
+            listen(&f.ui)
+        );
+        for e in &f.errors {
+            println!("                {e}");
+        }
+    }
     println!("Programs:");
     if s.programs.is_empty() {
         println!("  (none attached)");
