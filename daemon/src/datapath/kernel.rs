@@ -69,10 +69,18 @@ const STATE_MAPS: &[&str] = &[
     MAP_SOCK_RNAT,
 ];
 
+/// `KLDNET_DATAPATH_EVENTS=0` loads the programs with flow events off (for measuring
+/// what events cost; flows and metrics then see nothing).
+fn events_enabled() -> u32 {
+    u32::from(std::env::var("KLDNET_DATAPATH_EVENTS").map_or(true, |v| v != "0"))
+}
+
 fn load(pin_dir: &Path, name: &str, bytes: &[u8], maglev_m: u32) -> Result<Ebpf> {
+    let events = events_enabled();
     EbpfLoader::new()
         .default_map_pin_directory(pin_dir)
         .override_global(KNOB_MAGLEV_M, &maglev_m, false)
+        .override_global(KNOB_EVENTS_ENABLED, &events, false)
         .load(bytes)
         .with_context(|| {
             format!(
