@@ -557,8 +557,8 @@ fn print_connect(conn: &[ConnectResult]) {
             "p99",
             "p50 ÷ direct",
             "p99 ÷ direct",
-            "same client, direct p50",
-            "same client, direct p99",
+            "same client direct p50 / p99",
+            "p50 ÷ same client direct",
             "timeouts (VIP / direct)",
         ],
     );
@@ -570,9 +570,9 @@ fn print_connect(conn: &[ConnectResult]) {
             us(base.p99_ns),
             "1.00×".into(),
             "1.00×".into(),
-            "".into(),
-            "".into(),
-            format!("{}", base.timeouts),
+            String::new(),
+            String::new(),
+            base.timeouts.to_string(),
         ]);
         for r in rows {
             t.row(vec![
@@ -582,18 +582,15 @@ fn print_connect(conn: &[ConnectResult]) {
                 us(r.vip.p99_ns),
                 times(r.vip.p50_ns as f64, base.p50_ns as f64),
                 times(r.vip.p99_ns as f64, base.p99_ns as f64),
-                us(r.direct.p50_ns),
-                us(r.direct.p99_ns),
+                format!("{} / {}", us(r.direct.p50_ns), us(r.direct.p99_ns)),
+                times(r.vip.p50_ns as f64, r.direct.p50_ns as f64),
                 format!("{} / {}", r.vip.timeouts, r.direct.timeouts),
             ]);
         }
         for f in skipped {
-            let mut cells = vec![
-                n.to_string(),
-                f.label().into(),
-                "not programmed (timed out in (a))".into(),
-            ];
-            cells.resize(9, String::new());
+            let mut cells = vec![n.to_string(), f.label().into()];
+            cells.resize(8, "-".into());
+            cells.push("not programmed (> timeout in (a))".into());
             t.row(cells);
         }
     }
