@@ -266,6 +266,13 @@ int kld_from_ep(struct __sk_buff *skb)
 	src_identity = src_ep ? src_ep->identity : kld_identity4(p.saddr);
 	dst_identity = kld_identity4(p.daddr);
 	kld_ct4_track(&p, KLD_CT_DIR_EGRESS, src_identity, now, &ct);
+	/* The tuple of a translated flow, now sent to the backend directly (a
+	 * reused UDP source port; TCP reopens the entry on SYN): its replies
+	 * must not be reverse-NATed to the frontend any more. */
+	if (ct.entry && !ct.reply && ct.entry->rev_nat_index) {
+		ct.entry->rev_nat_index = 0;
+		ct.entry->backend_id = 0;
+	}
 	kld_policy_enforce(src_ep, KLD_DIR_EGRESS, dst_identity, &p, &ct, KLD_CT_DIR_EGRESS, &pol);
 	if (pol.reason)
 		return kld_policy_drop4(skb, &p, &pol, KLD_DIR_EGRESS, src_identity, dst_identity,

@@ -12,7 +12,7 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use aya::Ebpf;
 use aya::maps::{Array, HashMap, HashOfMaps, MapData, PerCpuArray, RingBuf};
 use aya::programs::SchedClassifier;
-use common::packet::{self, ACK, FIN, HOST_MAC, Pkt, SYN, TCP, UDP, WORKLOAD_MAC};
+use common::packet::{self, ACK, FIN, HOST_MAC, Pkt, RST, SYN, TCP, UDP, WORKLOAD_MAC};
 use common::{BpfFs, Knobs, load_object_with};
 use kldnet_bpf::abi::*;
 use kldnet_bpf::test_run::{TestRunOutput, test_run};
@@ -621,6 +621,106 @@ fn terminating_backend_keeps_flow_gets_no_new_one() {
         None,
     ));
     run_case(&mut env, steps);
+}
+
+/// A client reuses a source port: first for a connection through the VIP, then straight
+/// to the backend. The second connection must not inherit the first one's reverse NAT
+/// (its SYN-ACK would come back from the VIP and the connect would hang), and a new
+/// connection through the VIP on a reused port chooses its backend again.
+#[test]
+fn reused_source_port_starts_a_new_flow() {
+    need_root!();
+    let mut env = Env::new();
+    env.backend(1, B1, 8080, TCP, BE_ACTIVE);
+    env.backend(2, B2, 8080, TCP, BE_ACTIVE);
+    env.backend(3, B1, 53, UDP, BE_ACTIVE);
+    env.service((VIP, 80), TCP, RANDOM, &[1], &[]);
+    env.service((VIP, 53), UDP, RANDOM, &[3], &[]);
+    run_case(
+        &mut env,
+        vec![
+            run(
+                "connection through the VIP",
+                Hook::FromEp,
+                Pkt::tcp((CLIENT, 40000), (VIP, 80), SYN),
+                &[TC_ACT_OK],
+                want((CLIENT, 40000), (B1, 8080)),
+            ),
+            run(
+                "closed with an RST (SO_LINGER 0)",
+                Hook::FromEp,
+                Pkt::tcp((CLIENT, 40000), (VIP, 80), RST | ACK),
+                &[TC_ACT_OK],
+                want((CLIENT, 40000), (B1, 8080)),
+            ),
+            run(
+                "same source port, straight to the backend",
+                Hook::FromEp,
+                Pkt::tcp((CLIENT, 40000), (B1, 8080), SYN),
+                &[TC_ACT_OK],
+                want((CLIENT, 40000), (B1, 8080)),
+            ),
+            act("the reused entry carries no reverse NAT", |env| {
+                let e = env
+                    .ct(ct_key((CLIENT, 40000), (B1, 8080), TCP, CT_DIR_EGRESS))
+                    .expect("conntrack entry");
+                assert_eq!((e.rev_nat_index, e.backend_id), (0, 0));
+            }),
+            run(
+                "the backend's SYN-ACK reaches the client unchanged",
+                Hook::ToEp,
+                Pkt::tcp((B1, 8080), (CLIENT, 40000), SYN | ACK),
+                &[TC_ACT_OK],
+                want((B1, 8080), (CLIENT, 40000)),
+            ),
+            run(
+                "direct connection closed",
+                Hook::FromEp,
+                Pkt::tcp((CLIENT, 40000), (B1, 8080), RST | ACK),
+                &[TC_ACT_OK],
+                want((CLIENT, 40000), (B1, 8080)),
+            ),
+            act("backend 1 terminating, backend 2 takes slot 1", |env| {
+                env.backend(1, B1, 8080, TCP, BE_TERMINATING);
+                env.service((VIP, 80), TCP, RANDOM, &[2], &[1]);
+            }),
+            run(
+                "a new connection through the VIP on the port chooses again",
+                Hook::FromEp,
+                Pkt::tcp((CLIENT, 40000), (VIP, 80), SYN),
+                &[TC_ACT_OK],
+                want((CLIENT, 40000), (B2, 8080)),
+            ),
+            run(
+                "and its reply is reverse-NATed",
+                Hook::ToEp,
+                Pkt::tcp((B2, 8080), (CLIENT, 40000), SYN | ACK),
+                &[TC_ACT_OK],
+                want((VIP, 80), (CLIENT, 40000)),
+            ),
+            run(
+                "UDP query through the VIP",
+                Hook::FromEp,
+                Pkt::udp((CLIENT, 5353), (VIP, 53)),
+                &[TC_ACT_OK],
+                want((CLIENT, 5353), (B1, 53)),
+            ),
+            run(
+                "same socket, now straight to the backend",
+                Hook::FromEp,
+                Pkt::udp((CLIENT, 5353), (B1, 53)),
+                &[TC_ACT_OK],
+                want((CLIENT, 5353), (B1, 53)),
+            ),
+            run(
+                "the backend's answer keeps its own address",
+                Hook::ToEp,
+                Pkt::udp((B1, 53), (CLIENT, 5353)),
+                &[TC_ACT_OK],
+                want((B1, 53), (CLIENT, 5353)),
+            ),
+        ],
+    );
 }
 
 #[test]

@@ -16,6 +16,7 @@
 #define KLD_TCP_FIN 0x01
 #define KLD_TCP_SYN 0x02
 #define KLD_TCP_RST 0x04
+#define KLD_TCP_ACK 0x10
 
 struct kld_ct_result {
 	struct ct_entry *entry; /* NULL when the map refused a new entry */
@@ -30,6 +31,18 @@ static __always_inline __u64 kld_ct_lifetime_ns(const struct kld_pkt4 *p, const 
 	if (p->proto == IPPROTO_TCP)
 		return (__u64)KLD_CT_LIFETIME_TCP_SEC * KLD_NSEC_PER_SEC;
 	return (__u64)KLD_CT_LIFETIME_NONTCP_SEC * KLD_NSEC_PER_SEC;
+}
+
+/*
+ * A TCP SYN (no ACK) on an entry that saw FIN or RST opens a new connection
+ * on a reused tuple (the client picked the same source port again): what
+ * the old connection left (backend, reverse NAT, policy verdict) must not
+ * carry over, or a direct connection inherits a service flow's reverse NAT.
+ */
+static __always_inline int kld_ct_reopens(const struct kld_pkt4 *p, const struct ct_entry *e)
+{
+	return p->proto == IPPROTO_TCP && (e->flags & KLD_CT_F_CLOSING) &&
+	       (p->tcp_flags & (KLD_TCP_SYN | KLD_TCP_ACK)) == KLD_TCP_SYN;
 }
 
 /* Find the packet's entry, expired entries counting as absent. */
@@ -79,6 +92,12 @@ static __always_inline void kld_ct4_track(const struct kld_pkt4 *p, __u8 ct_dir,
 		e = kld_ct4_find(&rkey, now);
 		if (e)
 			res->reply = 1;
+	}
+	if (e && !res->reply && kld_ct_reopens(p, e)) {
+		struct ct_entry fresh = { .src_identity = src_identity };
+
+		*e = fresh;
+		res->new_flow = 1;
 	}
 	if (!e) {
 		struct ct_entry fresh = { .src_identity = src_identity };

@@ -9,7 +9,8 @@
  * -> {backend_id, rev_nat_index}: later packets of the flow go to the same
  * backend even when it is terminating now (existing flows finish); a new
  * backend is chosen only when the entry is missing/expired, its backend is
- * gone from kld_lb4_be, or the frontend now has another rev_nat_index.
+ * gone from kld_lb4_be, the frontend now has another rev_nat_index, or a
+ * SYN reopens the tuple of a closed flow.
  * The caller then tracks the TRANSLATED tuple as usual and stamps
  * rev_nat_index (+ KLD_CT_F_* flags) on that entry, so the reply
  * (backend -> client) is recognised by the normal reply lookup and
@@ -84,7 +85,9 @@ kld_lb4_xlate(struct __sk_buff *skb, struct kld_pkt4 *p, const struct lb4_key *k
 	x->rev_nat_index = svc->rev_nat_index;
 
 	se = kld_ct4_find(&skey, now);
-	if (se && se->rev_nat_index == svc->rev_nat_index) {
+	/* A new connection on a closed flow's tuple chooses again (a terminating
+	 * backend gets no new connection through a reused source port). */
+	if (se && se->rev_nat_index == svc->rev_nat_index && !kld_ct_reopens(p, se)) {
 		id = se->backend_id;
 		be = kld_lb4_backend(id);
 	}

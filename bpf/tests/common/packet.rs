@@ -9,6 +9,7 @@ pub const UDP: u8 = 17;
 pub const SYN: u8 = 0x02;
 pub const ACK: u8 = 0x10;
 pub const FIN: u8 = 0x01;
+pub const RST: u8 = 0x04;
 
 /// MAC of the workload (frame source when it sends).
 pub const WORKLOAD_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
