@@ -7,6 +7,7 @@
 //! before writing, and write atomically.
 
 pub mod checked;
+pub mod cli;
 pub mod manifest;
 pub mod model;
 pub mod render;

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //! Man pages and shell completions, generated from the CLI definitions
-//! ([`kldnet::cli::Cli`], [`kldnet::daemon::DaemonArgs`]) so they cannot drift.
+//! ([`kldnet::cli::Cli`], [`kldnet::daemon::DaemonArgs`], [`kldnet_kube_adapter::cli::Cli`]) so
+//! they cannot drift.
 
 use anyhow::Result;
 use clap::CommandFactory;
@@ -80,7 +81,7 @@ const CLI_SECTIONS: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// `(file name, roff text)` of kldnetd.8 and kldnet.8. `date` like "2026-12-02".
+/// `(file name, roff text)` of kldnetd.8, kldnet.8 and kldnet-kube-adapter.8. `date` like "2026-12-02".
 pub fn man_pages(version: &str, date: Option<&str>) -> Result<Vec<(String, Vec<u8>)>> {
     let pages = [
         (
@@ -89,6 +90,11 @@ pub fn man_pages(version: &str, date: Option<&str>) -> Result<Vec<(String, Vec<u
             DAEMON_SECTIONS,
         ),
         ("kldnet", kldnet::cli::Cli::command(), CLI_SECTIONS),
+        (
+            "kldnet-kube-adapter",
+            kldnet_kube_adapter::cli::Cli::command(),
+            ADAPTER_SECTIONS,
+        ),
     ];
     let mut out = Vec::new();
     for (name, cmd, extra) in pages {
@@ -108,6 +114,26 @@ pub fn man_pages(version: &str, date: Option<&str>) -> Result<Vec<(String, Vec<u
     Ok(out)
 }
 
+const ADAPTER_SECTIONS: &[(&str, &[&str])] = &[
+    (
+        "FILES",
+        &[
+            ".TP\n/run/kldnet/50-kube.toml",
+            "What watch keeps up to date (written to a temporary file and renamed, rewritten only on a real change); kldnetd reads it with /etc/kldnet.",
+        ],
+    ),
+    (
+        "EXIT STATUS",
+        &[
+            "render: 0 everything translated; 3 files written but some objects skipped or translated in part (listed on standard error with the reason); 1 nothing written. watch: 1 when it cannot reach or authenticate to the API server.",
+        ],
+    ),
+    (
+        "SEE ALSO",
+        &["kldnetd(8), kldnet(8); /usr/share/doc/kldnet/kube-adapter.md"],
+    ),
+];
+
 /// One completion script.
 #[derive(Debug)]
 pub struct Completion {
@@ -123,6 +149,10 @@ pub fn completions() -> Result<Vec<Completion>> {
     for (bin, mut cmd) in [
         ("kldnet", kldnet::cli::Cli::command()),
         ("kldnetd", kldnet::daemon::DaemonArgs::command()),
+        (
+            "kldnet-kube-adapter",
+            kldnet_kube_adapter::cli::Cli::command(),
+        ),
     ] {
         for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
             let mut text = Vec::new();

@@ -26,7 +26,7 @@ enum Command {
         #[arg(long)]
         no_rpm: bool,
     },
-    /// Write the man pages (kldnetd.8, kldnet.8) into DIR, uncompressed.
+    /// Write the man pages (kldnetd.8, kldnet.8, kldnet-kube-adapter.8) into DIR, uncompressed.
     Man { out: PathBuf },
     /// Write bash, zsh and fish completions for kldnet and kldnetd into DIR.
     Completions { out: PathBuf },
