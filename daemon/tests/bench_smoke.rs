@@ -81,3 +81,53 @@ fn bench_services_quick_prints_every_table() {
         started.elapsed()
     );
 }
+
+/// `kldnet bench flows --connections`: both settings run through a real daemon, events on
+/// are decoded (3 per connection: the client's new flow, the translated flow at the
+/// server, the policy verdict) and events off really are off.
+#[test]
+fn bench_flows_connections_measures_events_on_and_off() {
+    if kldnet_testkit::skip_unless_root("bench_flows_connections_measures_events_on_and_off") {
+        return;
+    }
+    let out = Command::new(Path::new(env!("CARGO_BIN_EXE_kldnet")))
+        .args([
+            "bench",
+            "flows",
+            "--events",
+            "20000",
+            "--connections",
+            "300",
+            "--connection-rounds",
+            "1",
+        ])
+        .output()
+        .expect("run kldnet bench flows");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let decoded = |setting: &str| -> u64 {
+        let line = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("events {setting} ")))
+            .unwrap_or_else(|| panic!("no events {setting} row:\n{stdout}"));
+        // "events on   19779 conn/s   9060 events decoded  0 timeouts"
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let at = words
+            .iter()
+            .position(|w| *w == "decoded")
+            .expect("decoded column");
+        words[at - 2].parse().expect("decoded count")
+    };
+    let (on, off) = (decoded("on"), decoded("off"));
+    assert!(
+        on >= 320,
+        "events on: {on} decoded for 320 connections\n{stdout}"
+    );
+    assert_eq!(off, 0, "events off still decoded events\n{stdout}");
+    assert!(stdout.contains("median: events on"), "{stdout}");
+}

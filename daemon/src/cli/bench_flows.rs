@@ -2,6 +2,10 @@
 //! `kldnet bench flows`: flow events decoded per second on one core, in process, from
 //! synthetic `kld_events` records (no kernel, no daemon): decode + enrichment alone, then
 //! the daemon's whole ingest (decode, Hubble metrics, store) and Hubble JSON rendering.
+//! `--datapath` adds the kernel side's cost per event (BPF_PROG_TEST_RUN), `--connections`
+//! TCP connections/s in a sandbox with events on vs off ([`connections`]).
+
+mod connections;
 
 use std::time::Instant;
 
@@ -33,6 +37,13 @@ pub struct FlowsBenchArgs {
     /// Batches per measurement.
     #[arg(long, default_value_t = 20)]
     pub rounds: u32,
+    /// Also measure TCP connections/s through a service and a policy with events on vs
+    /// off (root: sandboxes with kldnetd); N connections per run, 0 = skip.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub connections: u32,
+    /// Runs per setting for --connections (alternating on/off).
+    #[arg(long, default_value_t = 3)]
+    pub connection_rounds: u32,
 }
 
 fn snapshot(n: usize) -> Snapshot {
@@ -204,7 +215,50 @@ pub fn run(args: FlowsBenchArgs) -> i32 {
             }
         }
     }
+    if args.connections > 0
+        && let Err(e) = connection_rate(args.connections, args.connection_rounds.max(1))
+    {
+        eprintln!("  connections/s: {e:#}");
+        return super::EXIT_FAILURE;
+    }
     super::EXIT_OK
+}
+
+fn connection_rate(connects: u32, rounds: u32) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        kldnet_testkit::is_root(),
+        "--connections needs root: it creates network namespaces, a cgroup and bpffs mounts"
+    );
+    let exe = std::env::current_exe()?;
+    let kldnetd = exe.with_file_name("kldnetd");
+    anyhow::ensure!(
+        kldnetd.exists(),
+        "{} not found (cargo build --release --bins)",
+        kldnetd.display()
+    );
+    println!(
+        "  TCP connections/s, VM client -> ClusterIP (tc LB) -> VM server with ingress policy, {connects} per run:"
+    );
+    let runs = connections::run(&kldnetd, connects, rounds)?;
+    for r in &runs {
+        println!(
+            "    events {:<3}  {:>8.0} conn/s  {:>7} events decoded  {} timeouts",
+            if r.events { "on" } else { "off" },
+            r.conns_per_sec,
+            r.events_decoded,
+            r.timeouts
+        );
+    }
+    let (on, off) = (
+        connections::median(&runs, true),
+        connections::median(&runs, false),
+    );
+    println!(
+        "    median: events on {on:.0} conn/s, off {off:.0} conn/s: on/off = {:.3} ({:+.1} %)",
+        on / off,
+        (on / off - 1.0) * 100.0
+    );
+    Ok(())
 }
 
 fn csum(data: &[u8], mut acc: u32) -> u16 {

@@ -15,7 +15,7 @@
 mod packet;
 mod program;
 mod rules;
-mod traffic;
+pub(super) mod traffic;
 
 use std::fmt::Write as _;
 use std::net::SocketAddrV4;

@@ -3,7 +3,7 @@
 
 mod bench;
 mod bench_flows;
-mod bench_services;
+pub(crate) mod bench_services;
 mod check;
 mod connectivity;
 mod demo;

@@ -4,8 +4,9 @@
 //!
 //! The datapath never waits for us: `bpf_ringbuf_reserve()` fails when the ring is full
 //! and the program counts the loss in `kld_counters[CTR_EVENTS_LOST]` and goes on. This
-//! side drains the ring in batches on an epoll wakeup (tokio `AsyncFd`), so a slow
-//! consumer costs events, never forwarding.
+//! side drains the ring in batches every 50 ms, or sooner on an epoll wakeup (tokio
+//! `AsyncFd`) when 64 KiB are waiting, so a slow consumer costs events, never forwarding,
+//! and a busy datapath does not pay a wakeup per record.
 
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
@@ -24,6 +25,10 @@ use super::Shared;
 
 /// Records decoded per wakeup before the task yields to the other tasks of the runtime.
 const BATCH: usize = 4096;
+/// How often the ring is drained. The datapath submits records without waking us
+/// (`BPF_RB_NO_WAKEUP`) until 64 KiB are waiting, so this bounds how late a flow shows up
+/// in `kldnet observe --follow`.
+const POLL: Duration = Duration::from_millis(50);
 
 /// Opens the pinned ring buffer.
 pub fn open_ring(pin_dir: &Path) -> Result<RingBuf<MapData>> {
@@ -103,7 +108,7 @@ pub async fn run(shared: Arc<Shared>, ring: RingBuf<MapData>) {
             continue;
         }
         if !pending {
-            // Wake up at least every 200 ms to notice a pause and re-check the ring.
+            // The ring wakes us only when a batch is waiting; poll for the rest.
             tokio::select! {
                 g = afd.readable_mut() => match g {
                     Ok(mut g) => g.clear_ready(),
@@ -112,7 +117,7 @@ pub async fn run(shared: Arc<Shared>, ring: RingBuf<MapData>) {
                         return;
                     }
                 },
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = tokio::time::sleep(POLL) => {}
             }
         }
         if offset_at.elapsed() > Duration::from_secs(1) {

@@ -37,7 +37,7 @@ const SERVER_PORT: u16 = 8080;
 const IPERF_VIP: Ipv4Addr = Ipv4Addr::new(10, 95, 0, 1);
 const IPERF_PORT: u16 = 5201;
 /// Untimed connects a client makes first.
-const WARMUP: u32 = 20;
+pub const WARMUP: u32 = 20;
 
 /// How a client reaches the service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,7 +131,7 @@ impl Drop for Traffic {
 /// queue drained on every wake-up: connects arrive every ~30 µs, and a server thread
 /// starved for a few ms on a busy machine must not overflow the queue (dropped SYNs
 /// would show up as 1 s retransmits in the client's latency).
-fn accept_loop(l: TcpListener, stop: Arc<AtomicBool>) {
+pub fn accept_loop(l: TcpListener, stop: Arc<AtomicBool>) {
     // SAFETY: listen(2) on our listening socket only changes its backlog.
     unsafe { libc::listen(l.as_raw_fd(), 4096) };
     let _ = l.set_nonblocking(true);
