@@ -32,6 +32,7 @@
 #include "kldnet/metrics.h"
 #include "kldnet/parse.h"
 #include "kldnet/policy.h"
+#include "kldnet/reject.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -177,9 +178,15 @@ static __always_inline int kld_from_ep_service(struct __sk_buff *skb, struct kld
 	case KLD_XLATE_DONE:
 		break;
 	case KLD_XLATE_NO_BACKEND:
+		/* Reported as a drop (Hubble's SERVICE_BACKEND_NOT_FOUND); the
+		 * client gets an ICMP port unreachable so it fails at once. */
 		kld_count(KLD_CTR_LB_NO_BE);
-		return kld_drop4(skb, p, KLD_DROP_NO_SERVICE, KLD_DIR_EGRESS, src_identity,
-				 svc->rev_nat_index, now);
+		kld_drop4(skb, p, KLD_DROP_NO_SERVICE, KLD_DIR_EGRESS, src_identity,
+			  svc->rev_nat_index, now);
+		if (kld_reject4(skb, p))
+			return TC_ACT_SHOT;
+		skb->mark = KLD_MARK_HAIRPIN;
+		return bpf_redirect(skb->ifindex, 0);
 	case KLD_XLATE_NAT_FAIL:
 		kld_count(KLD_CTR_NAT_FAIL);
 		return kld_drop4(skb, p, KLD_DROP_INVALID, KLD_DIR_EGRESS, src_identity,

@@ -614,10 +614,10 @@ fn terminating_backend_keeps_flow_gets_no_new_one() {
         want((CLIENT, 41000), (B2, 8080)),
     ));
     steps.push(run(
-        "new flow is dropped",
+        "new flow is rejected (ICMP back to the client)",
         Hook::FromEp,
         Pkt::tcp((CLIENT, 42000), (VIP, 80), SYN),
-        &[TC_ACT_SHOT],
+        &[TC_ACT_REDIRECT],
         None,
     ));
     run_case(&mut env, steps);
@@ -723,39 +723,87 @@ fn reused_source_port_starts_a_new_flow() {
     );
 }
 
+/// Ones' complement sum over big-endian 16-bit words is 0xffff for valid data.
+fn csum_ok(data: &[u8]) -> bool {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum == 0xffff
+}
+
+/// `out` must be the ICMP port unreachable answering `orig` from the frontend.
+fn assert_icmp_reject(out: &[u8], orig: &[u8], frontend: Ipv4Addr, client: Ipv4Addr) {
+    assert_eq!(out.len(), 14 + 20 + 8 + 28, "reply length: {out:02x?}");
+    assert_eq!(&out[0..6], &orig[6..12], "back to the sender's MAC");
+    assert_eq!(&out[6..12], &orig[0..6], "from the MAC it was sent to");
+    assert_eq!(&out[12..14], &[0x08, 0x00]);
+    let ip = &out[14..34];
+    assert_eq!(ip[0], 0x45);
+    assert_eq!(u16::from_be_bytes([ip[2], ip[3]]), 56, "IP total length");
+    assert_eq!(ip[9], 1, "protocol ICMP");
+    assert_eq!(&ip[12..16], &frontend.octets(), "from the frontend");
+    assert_eq!(&ip[16..20], &client.octets(), "to the client");
+    assert!(csum_ok(ip), "IP checksum: {ip:02x?}");
+    let icmp = &out[34..];
+    assert_eq!(
+        (icmp[0], icmp[1]),
+        (3, 3),
+        "destination unreachable, port unreachable"
+    );
+    assert!(csum_ok(icmp), "ICMP checksum: {icmp:02x?}");
+    assert_eq!(
+        &icmp[8..],
+        &orig[14..42],
+        "quotes the IP header and 8 bytes of L4"
+    );
+}
+
 #[test]
-fn no_backend_drops_with_event() {
+fn no_backend_rejects_with_icmp_and_reports_the_drop() {
     need_root!();
     let mut env = Env::new();
     env.service((VIP, 80), TCP, RANDOM, &[], &[]);
+    env.service((VIP, 53), UDP, RANDOM, &[], &[]);
+    let mut syn = Pkt::tcp((CLIENT, 40000), (VIP, 80), SYN);
+    syn.payload = vec![0xaa; 12]; // like the options of a real SYN
+    let frame = syn.build();
+    let out = env.run(Hook::FromEp, &frame, 1);
+    assert_eq!(
+        out.retval, TC_ACT_REDIRECT,
+        "sent back out of the interface"
+    );
+    assert_icmp_reject(&out.data_out, &frame, VIP, CLIENT);
+
+    let frame = Pkt::udp((CLIENT, 5353), (VIP, 53)).build();
+    let out = env.run(Hook::FromEp, &frame, 1);
+    assert_eq!(out.retval, TC_ACT_REDIRECT);
+    assert_icmp_reject(&out.data_out, &frame, VIP, CLIENT);
+
     run_case(
         &mut env,
         vec![
             run(
-                "SYN to a service without backends is dropped",
-                Hook::FromEp,
-                Pkt::tcp((CLIENT, 40000), (VIP, 80), SYN),
-                &[TC_ACT_SHOT],
-                None,
-            ),
-            run(
-                "UDP to the TCP-only frontend is not a service",
+                "UDP to the TCP-only port is not a service",
                 Hook::FromEp,
                 Pkt::udp((CLIENT, 40000), (VIP, 80)),
                 &[TC_ACT_OK],
                 want((CLIENT, 40000), (VIP, 80)),
             ),
-            act("drop event, counter, metrics", |env| {
+            act("drop events, counter", |env| {
                 let ev = env.events();
                 let drops: Vec<_> = ev.iter().filter(|e| e.r#type == EVENT_DROP).collect();
-                assert_eq!(drops.len(), 1, "{ev:?}");
+                assert_eq!(drops.len(), 2, "{ev:?}");
                 let d = drops[0];
                 assert_eq!(d.reason, DROP_NO_SERVICE);
                 assert_eq!(d.rev_nat_index, RNAT);
                 assert_eq!(d.direction, DIR_EGRESS);
                 assert_eq!(&d.dst_addr[..4], &VIP.octets());
                 assert_eq!(u16::from_be(d.dst_port), 80);
-                assert_eq!(env.counter(CTR_LB_NO_BE), 1);
+                assert_eq!(env.counter(CTR_LB_NO_BE), 2);
             }),
         ],
     );

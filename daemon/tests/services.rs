@@ -300,7 +300,8 @@ fn service_without_backends_fails_fast() -> Result<()> {
         return Ok(());
     }
     let svc = "[[service]]\nname = \"empty\"\naddresses = [\"10.96.0.40\"]\n\
-               ports = [{ port = 80, target_port = 8080, protocol = \"tcp\" }]\n\
+               ports = [{ name = \"http\", port = 80, target_port = 8080, protocol = \"tcp\" }, \
+               { name = \"dns\", port = 53, target_port = 5353, protocol = \"udp\" }]\n\
                selector = { app = \"nobody\" }\n";
     let sbx = lb_sandbox("svc-empty", svc)?;
     let daemon = start_ok(&sbx)?;
@@ -353,33 +354,89 @@ fn service_without_backends_fails_fast() -> Result<()> {
     }
     assert!(sock_after >= sock_before + 5, "socket refusals counted");
 
-    // VM path: the SYN is dropped at tc; the connect fails within the probe timeout.
+    // VM path: the SYN is answered at tc with an ICMP port unreachable from the VIP, so
+    // the VM's connect() is refused at once too; the drop is still counted and reported.
     let tc_before = counter(&sbx, kldnet_bpf::abi::CTR_LB_NO_BE)?;
-    let started = Instant::now();
     let t = shoot(
         &sbx,
         &netns_of(&sbx, "vm1"),
         Client::Packet,
         Proto::Tcp,
         target,
-        2,
-        Duration::from_millis(500),
+        3,
+        Duration::from_secs(2),
         &none(),
     );
-    let took = started.elapsed();
+    let mut rows: Vec<Vec<String>> = t
+        .shots
+        .iter()
+        .map(|s| {
+            vec![
+                "tcp connect".to_string(),
+                format!("{:.3} ms", s.us as f64 / 1000.0),
+                match &s.outcome {
+                    Ok(r) => format!("reply {r}"),
+                    Err(e) => e.clone(),
+                },
+            ]
+        })
+        .collect();
+    let refused_fast = t.attempts() == 3
+        && t.shots.iter().all(|s| {
+            s.us < 100_000
+                && s.outcome
+                    .as_ref()
+                    .is_err_and(|e| e.contains("os error 111") || e.contains("refused"))
+        });
+    if !refused_fast {
+        fail(
+            &sbx,
+            &daemon,
+            format!(
+                "VM TCP to a service without backends: expected 3 × ECONNREFUSED within 100 ms: {:?}",
+                t.shots
+            ),
+        );
+    }
+    // A connected UDP socket learns of the ICMP error on its next recv().
+    for _ in 0..3 {
+        let (took, err) = sbx.run_in_netns(&netns_of(&sbx, "vm1"), || {
+            let u = std::net::UdpSocket::bind("0.0.0.0:0")?;
+            u.connect(sa("10.96.0.40", 53))?;
+            u.set_read_timeout(Some(Duration::from_secs(2)))?;
+            let t = Instant::now();
+            u.send(b"query")?;
+            let mut buf = [0u8; 64];
+            let e = match u.recv(&mut buf) {
+                Ok(n) => std::io::Error::other(format!("unexpected {n}-byte answer")),
+                Err(e) => e,
+            };
+            Ok::<_, std::io::Error>((t.elapsed(), e))
+        })??;
+        rows.push(vec![
+            "udp send+recv".to_string(),
+            format!("{:.3} ms", took.as_secs_f64() * 1000.0),
+            err.to_string(),
+        ]);
+        if err.kind() != std::io::ErrorKind::ConnectionRefused || took > Duration::from_millis(100)
+        {
+            fail(
+                &sbx,
+                &daemon,
+                format!(
+                    "VM UDP to a service without backends: expected ECONNREFUSED within 100 ms, got {err} after {took:?}"
+                ),
+            );
+        }
+    }
     let tc_after = counter(&sbx, kldnet_bpf::abi::CTR_LB_NO_BE)?;
     println!(
-        "vm1 (VM) → 10.96.0.40:80: {} in {took:?}; kld_counters[LB_NO_BE] (tc drops): {tc_before} → {tc_after}",
-        t.summary()
+        "vm1 (VM) → 10.96.0.40 (no backends), rejected at tc:\n{}\nkld_counters[LB_NO_BE]: {tc_before} → {tc_after}",
+        table(&["proto", "took", "outcome"], &rows)
     );
     assert!(
-        t.ok() == 0 && took < Duration::from_secs(3),
-        "VM connect to a service without backends must fail within the timeout: {}",
-        t.summary()
-    );
-    assert!(
-        tc_after >= tc_before + 2,
-        "the dropped SYNs are counted in kld_counters[LB_NO_BE] ({tc_before} → {tc_after})"
+        tc_after >= tc_before + 6,
+        "the rejected packets are counted in kld_counters[LB_NO_BE] ({tc_before} → {tc_after})"
     );
     Ok(())
 }
