@@ -115,7 +115,22 @@ fn starts_serves_status_and_reloads() -> Result<()> {
             e["identity"], 1234,
             "production/{name} has the pinned identity 1234: {e}"
         );
+        assert_eq!(
+            e["ingress_enforced"], true,
+            "production/{name} is selected by an ingress policy: {e}"
+        );
+        assert!(
+            e["policies"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|n| n == "production/backend-ingress")),
+            "production/{name} lists production/backend-ingress: {e}"
+        );
     }
+    let table = cli(&sbx, &["endpoint", "list"]);
+    assert!(
+        table.stdout.contains("POLICY (ingress)") && table.stdout.contains("Enabled"),
+        "endpoint list shows enforcement: {table}"
+    );
 
     let ids = cli(&sbx, &["identity", "list", "-o", "json"]);
     assert_eq!(ids.code, 0, "identity list: {ids}");

@@ -58,6 +58,9 @@ fn snapshot(n: usize) -> Snapshot {
             interface: Some(format!("vnet{i}")),
             ifindex: Some(10 + i as u32),
             labels: vec![format!("app=web{}", i % 50), "tier=api".into()],
+            ingress_enforced: false,
+            egress_enforced: false,
+            policies: Vec::new(),
         })
         .collect();
     let identities: Vec<Identity> = (0..500)

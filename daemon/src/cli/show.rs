@@ -219,6 +219,13 @@ pub fn endpoints(socket: &Path, out: Output) -> i32 {
                                 (Some(i), None) => format!("{i} (missing)"),
                                 _ => "-".into(),
                             },
+                            enforcement(e.local, e.ingress_enforced),
+                            enforcement(e.local, e.egress_enforced),
+                            if e.policies.is_empty() {
+                                "-".into()
+                            } else {
+                                e.policies.join(",")
+                            },
                             e.labels.join(","),
                         ]
                     })
@@ -230,6 +237,9 @@ pub fn endpoints(socket: &Path, out: Output) -> i32 {
                         "IDENTITY",
                         "ADDRESSES",
                         "INTERFACE",
+                        "POLICY (ingress)",
+                        "POLICY (egress)",
+                        "POLICIES",
                         "LABELS",
                     ],
                     rows,
@@ -239,6 +249,16 @@ pub fn endpoints(socket: &Path, out: Output) -> i32 {
         }
         Ok(r) => unexpected(r),
         Err(code) => code,
+    }
+}
+
+/// Cilium's wording for an endpoint's policy enforcement; remote endpoints are enforced
+/// on their own node.
+fn enforcement(local: bool, enforced: bool) -> String {
+    match (local, enforced) {
+        (false, _) => "-".into(),
+        (true, true) => "Enabled".into(),
+        (true, false) => "Disabled".into(),
     }
 }
 

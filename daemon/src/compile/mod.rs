@@ -94,6 +94,14 @@ pub struct EndpointView {
     pub interface: Option<String>,
     pub ifindex: Option<u32>,
     pub labels: Vec<String>,
+    /// Policy enforced on this node for traffic into / out of the endpoint (local ones).
+    #[serde(default)]
+    pub ingress_enforced: bool,
+    #[serde(default)]
+    pub egress_enforced: bool,
+    /// `namespace/name` of the policies selecting it.
+    #[serde(default)]
+    pub policies: Vec<String>,
 }
 
 /// A service as compiled, for `kldnet service list`.
@@ -146,6 +154,7 @@ pub fn compile(spec: &Spec, env: &Environment, previous: &Allocations) -> Compil
     };
     network::compile_network(spec, env, &mut out);
     policy::compile_policies(spec, &mut out);
+    policy::annotate_endpoints(&mut out);
     services::compile_services(spec, env, &mut out);
     out.alloc.retain_used(&out.state);
     check_capacity(spec, &mut out);

@@ -106,6 +106,9 @@ pub(super) fn compile_network(spec: &Spec, env: &Environment, out: &mut Compiled
             interface: None,
             ifindex: None,
             labels: ep.labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            ingress_enforced: false,
+            egress_enforced: false,
+            policies: Vec::new(),
         };
         if local {
             let ifname = ep

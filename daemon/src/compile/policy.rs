@@ -123,6 +123,24 @@ impl PolicyInfo {
     }
 }
 
+/// Fills the policy columns of the endpoint views from the compiled policy sets.
+pub(super) fn annotate_endpoints(out: &mut Compiled) {
+    for view in &mut out.endpoints {
+        let name = format!("{}/{}", view.namespace, view.name);
+        let Some(set) = out
+            .policy
+            .endpoint_sets
+            .get(&name)
+            .and_then(|id| out.policy.sets.get(id))
+        else {
+            continue;
+        };
+        view.ingress_enforced = set.ingress;
+        view.egress_enforced = set.egress;
+        view.policies = set.policies.clone();
+    }
+}
+
 fn fnv(bytes: impl IntoIterator<Item = u8>, mut h: u64) -> u64 {
     for b in bytes {
         h ^= u64::from(b);

@@ -308,6 +308,9 @@ mod tests {
             interface: Some("vnet1".into()),
             ifindex: Some(7),
             labels: vec!["app=web".into()],
+            ingress_enforced: false,
+            egress_enforced: false,
+            policies: Vec::new(),
         }];
         let snap = Snapshot::build(SnapshotInput {
             node: "n".into(),
