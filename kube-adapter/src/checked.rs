@@ -68,10 +68,14 @@ pub struct Checked {
 
 /// Translates, validates, and retries without the objects the validator rejects. Err: the
 /// diagnostics that name no object (a bug in the adapter), with the report so far.
+///
+/// `others` is the rest of kldnetd's configuration (`--check-with`): an object that clashes
+/// with it (a duplicate name, a VIP taken) is skipped like any other rejected object.
 pub fn translate_checked(
     objects: &[Object],
     opts: &Options,
     layout: Layout,
+    others: &[kldnet_config::SourceFile],
 ) -> Result<Checked, (Diagnostics, Report)> {
     let mut rejected: BTreeMap<ObjRef, Vec<String>> = BTreeMap::new();
     let mut objs: Vec<Object> = objects.to_vec();
@@ -95,7 +99,7 @@ pub fn translate_checked(
             }
             report
         };
-        let d = match validate(&files) {
+        let d = match validate(&files, others) {
             Ok(diagnostics) => {
                 return Ok(Checked {
                     report: finish(out, &rejected),
@@ -106,7 +110,16 @@ pub fn translate_checked(
             Err(d) => d,
         };
         let mut new = false;
-        for diag in d.0.iter().filter(|x| x.severity == Severity::Error) {
+        let ours = |x: &&kldnet_config::Diagnostic| {
+            x.location
+                .as_ref()
+                .is_none_or(|l| files.iter().any(|(p, _)| *p == l.file))
+        };
+        for diag in
+            d.0.iter()
+                .filter(|x| x.severity == Severity::Error)
+                .filter(ours)
+        {
             let Some(obj) = diag.location.as_ref().and_then(|loc| {
                 let (_, _, offsets) = planned.iter().find(|(p, _, _)| *p == loc.file)?;
                 let (name, off) = offsets.iter().rev().find(|(_, off)| loc.line > *off)?;

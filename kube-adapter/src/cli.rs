@@ -64,6 +64,10 @@ pub enum Cmd {
         /// Also list translated and ignored objects.
         #[arg(short, long)]
         verbose: bool,
+        /// Validate together with the configuration in these dirs (kldnetd's, e.g.
+        /// /etc/kldnet): objects that clash with it are skipped with the reason.
+        #[arg(long = "check-with", value_name = "DIR")]
+        check_with: Vec<PathBuf>,
         #[command(flatten)]
         common: Common,
     },
@@ -81,6 +85,15 @@ pub enum Cmd {
         /// Skip the Cilium kinds (for clusters without Cilium's CRDs).
         #[arg(long)]
         no_cilium: bool,
+        /// kldnetd's config dirs: the file is validated together with them, and objects
+        /// that clash with them (duplicate names, a VIP taken) are skipped with the reason,
+        /// so the daemon never gets a set it must refuse.
+        #[arg(
+            long = "check-with",
+            value_name = "DIR",
+            default_values = ["/etc/kldnet", "/run/kldnet"]
+        )]
+        check_with: Vec<PathBuf>,
         #[command(flatten)]
         common: Common,
     },

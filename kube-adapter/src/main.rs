@@ -17,8 +17,9 @@ fn main() -> ExitCode {
             out,
             namespace,
             verbose,
+            check_with,
             common,
-        } => match render(&inputs, &out, &common.options(), &namespace) {
+        } => match render(&inputs, &out, &common.options(), &namespace, &check_with) {
             Ok(r) => {
                 for l in r.report.lines(verbose) {
                     eprintln!("{l}");
@@ -58,6 +59,7 @@ fn main() -> ExitCode {
             out,
             debounce,
             no_cilium,
+            check_with,
             common,
         } => {
             tracing_subscriber::fmt()
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
                 debounce,
                 cilium: !no_cilium,
                 options: common.options(),
+                check_with,
             };
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)

@@ -9,7 +9,7 @@ use crate::checked::{Checked, FILE_PREFIX, Layout, translate_checked};
 use crate::manifest;
 use crate::report::Report;
 use crate::translate::Options;
-use crate::write::write_atomic;
+use crate::write::{read_others, write_atomic};
 
 /// What a render did.
 #[derive(Debug)]
@@ -30,19 +30,27 @@ pub enum RenderError {
     Invalid(kldnet_config::Diagnostics, Report),
 }
 
-/// Reads `inputs`, translates, validates, writes into `out_dir`.
+/// Reads `inputs`, translates, validates (with the configuration in `check_with`, whose
+/// `50-kube-*` files in `out_dir` are the ones being replaced), writes into `out_dir`.
 pub fn render(
     inputs: &[PathBuf],
     out_dir: &Path,
     opts: &Options,
     default_namespace: &str,
+    check_with: &[PathBuf],
 ) -> Result<Rendered, RenderError> {
     let m = manifest::read(inputs, default_namespace)
         .context("read manifests")
         .map_err(RenderError::Io)?;
     let mut report = Report::default();
     report.objects.extend(m.unreadable);
-    let checked = match translate_checked(&m.objects, opts, Layout::Split(out_dir)) {
+    let own = |p: &Path| {
+        p.parent() == Some(out_dir)
+            && p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(FILE_PREFIX))
+    };
+    let others = read_others(check_with, own);
+    let checked = match translate_checked(&m.objects, opts, Layout::Split(out_dir), &others) {
         Ok(c) => c,
         Err((d, mut r)) => {
             report.objects.append(&mut r.objects);

@@ -31,7 +31,7 @@ use tracing::{info, warn};
 use crate::checked::{Layout, translate_checked};
 use crate::model::Object;
 use crate::translate::Options;
-use crate::write::write_atomic;
+use crate::write::{read_others, write_atomic};
 
 /// Settings of `kldnet-kube-adapter watch`.
 #[derive(Clone, Debug)]
@@ -45,6 +45,8 @@ pub struct WatchConfig {
     /// Watch the Cilium kinds (each is skipped when its CRD is not installed).
     pub cilium: bool,
     pub options: Options,
+    /// kldnetd's other config dirs: the file is validated together with them.
+    pub check_with: Vec<PathBuf>,
 }
 
 /// Core kinds watched: (API group, plural), for RBAC.
@@ -321,7 +323,13 @@ pub async fn run_with_client(
 
 /// Translates the current state and writes it when it validates and differs.
 fn write_once(stores: &Stores, cfg: &WatchConfig, last_report: &mut BTreeSet<String>) {
-    match translate_checked(&stores.objects(), &cfg.options, Layout::Combined(&cfg.out)) {
+    let others = read_others(&cfg.check_with, |p| p == cfg.out);
+    match translate_checked(
+        &stores.objects(),
+        &cfg.options,
+        Layout::Combined(&cfg.out),
+        &others,
+    ) {
         Err((d, _)) => {
             warn!("translated configuration does not validate; keeping the last good file:\n{d}")
         }

@@ -7,19 +7,43 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use kldnet_config::{Diagnostics, SourceFile};
 
-/// Validates `files` (path, text) as one config set. Err: the diagnostics, when any is an error.
-pub fn validate(files: &[(PathBuf, String)]) -> Result<Diagnostics, Diagnostics> {
-    let (_, diags) = kldnet_config::load_files(
+/// Validates `files` (path, text) as one config set together with `others` (the rest of
+/// the daemon's configuration, see [`read_others`]), which come first so that a clash
+/// between the two is reported at the adapter's side. Err: the diagnostics, when an error
+/// is in `files` or belongs to no file; errors inside `others` alone are not the adapter's
+/// to fix and only come back in the Ok diagnostics.
+pub fn validate(
+    files: &[(PathBuf, String)],
+    others: &[SourceFile],
+) -> Result<Diagnostics, Diagnostics> {
+    let mut all: Vec<SourceFile> = others.to_vec();
+    all.extend(
         files
             .iter()
-            .map(|(p, t)| SourceFile::new(p.clone(), t.clone()))
-            .collect(),
+            .map(|(p, t)| SourceFile::new(p.clone(), t.clone())),
     );
-    if diags.has_errors() {
+    let (_, diags) = kldnet_config::load_files(all);
+    let ours = |d: &kldnet_config::Diagnostic| {
+        d.location
+            .as_ref()
+            .is_none_or(|l| files.iter().any(|(p, _)| *p == l.file))
+    };
+    if diags
+        .0
+        .iter()
+        .any(|d| d.severity == kldnet_config::Severity::Error && ours(d))
+    {
         Err(diags)
     } else {
         Ok(diags)
     }
+}
+
+/// The configuration files kldnetd reads from `dirs` (same masking rules), minus the files
+/// the adapter writes (`own`: paths, or the directory of split output).
+pub fn read_others(dirs: &[PathBuf], own: impl Fn(&Path) -> bool) -> Vec<SourceFile> {
+    let (files, _) = kldnet_config::source::read_config_dirs(dirs);
+    files.into_iter().filter(|f| !own(&f.path)).collect()
 }
 
 /// Writes `text` to `path` through a temporary file in the same directory and a rename, so a

@@ -119,6 +119,48 @@ fn render_exit_codes_and_files() {
     assert_eq!(r.status.code(), Some(2));
 }
 
+/// `--check-with DIR`: the translation is validated together with the node's own config,
+/// and an object that clashes with it is skipped with the validator's reason, so kldnetd
+/// never gets a set it must refuse as a whole.
+#[test]
+fn render_check_with_skips_what_clashes_with_the_node_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = tmp.path().join("app.yaml");
+    std::fs::write(&app, APP).unwrap();
+    let etc = tmp.path().join("etc");
+    std::fs::create_dir(&etc).unwrap();
+    std::fs::write(
+        etc.join("services.toml"),
+        "[[service]]\nname = \"web\"\nnamespace = \"shop\"\naddresses = [\"10.96.0.99\"]\n\
+         ports = [{ port = 80, target_port = 8080 }]\nselector = { app = \"web\" }\n",
+    )
+    .unwrap();
+    let merged_errors = |out: &Path| {
+        let (_, d) = kldnet_config::load_dirs(&[etc.clone(), out.to_path_buf()]);
+        d.errors()
+    };
+
+    // Unchecked: the files are fine alone, but kldnetd would refuse them with /etc.
+    let unchecked = tmp.path().join("unchecked");
+    let r = render(&[], &[&app], &unchecked);
+    assert_eq!(r.status.code(), Some(0));
+    assert!(merged_errors(&unchecked) > 0, "the clash exists");
+
+    // Checked: the clashing Service is skipped with the reason; the rest is written.
+    let out = tmp.path().join("out");
+    let etc_arg = etc.to_string_lossy().to_string();
+    let r = render(&["--check-with", &etc_arg], &[&app], &out);
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("Service/shop/web: skipped") && stderr.contains("services.toml"),
+        "the reason names the clash and the other file: {stderr}"
+    );
+    assert!(names(&out).contains(&"50-kube-endpoints.toml".to_string()));
+    assert!(!names(&out).contains(&"50-kube-services.toml".to_string()));
+    assert_eq!(merged_errors(&out), 0, "kldnetd accepts the set");
+}
+
 #[test]
 fn rbac_grants_every_watched_kind() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/rbac.yaml");

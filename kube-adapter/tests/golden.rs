@@ -21,7 +21,7 @@ fn render(input: &Path) -> String {
         node,
         ..Options::default()
     };
-    let checked = translate_checked(&m.objects, &opts, Layout::Split(Path::new("/out")))
+    let checked = translate_checked(&m.objects, &opts, Layout::Split(Path::new("/out")), &[])
         .unwrap_or_else(|(d, r)| panic!("{}: does not validate:\n{d}\n{r}", input.display()));
     let mut out = String::new();
     for (path, text) in &checked.files {

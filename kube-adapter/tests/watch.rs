@@ -320,6 +320,7 @@ async fn watch_follows_the_api_server_through_drops_and_410() {
             node: Some("node-a".into()),
             ..Options::default()
         },
+        check_with: Vec::new(),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(run(cfg, async move {
