@@ -338,14 +338,7 @@ fn service_without_backends_fails_fast() -> Result<()> {
     );
     let sock_after = counter(&sbx, kldnet_bpf::abi::CTR_SOCK_LB_NO_BE)?;
     println!("kld_counters[SOCK_LB_NO_BE]: {sock_before} → {sock_after}");
-    let refused_fast = t.attempts() == 5
-        && t.shots.iter().all(|s| {
-            s.us < 100_000
-                && s.outcome
-                    .as_ref()
-                    .is_err_and(|e| e.contains("os error 111") || e.contains("refused"))
-        });
-    if !refused_fast {
+    if !all_refused_fast(&t, 5) {
         fail(
             &sbx,
             &daemon,
@@ -381,14 +374,7 @@ fn service_without_backends_fails_fast() -> Result<()> {
             ]
         })
         .collect();
-    let refused_fast = t.attempts() == 3
-        && t.shots.iter().all(|s| {
-            s.us < 100_000
-                && s.outcome
-                    .as_ref()
-                    .is_err_and(|e| e.contains("os error 111") || e.contains("refused"))
-        });
-    if !refused_fast {
+    if !all_refused_fast(&t, 3) {
         fail(
             &sbx,
             &daemon,
@@ -439,6 +425,17 @@ fn service_without_backends_fails_fast() -> Result<()> {
         "the rejected packets are counted in kld_counters[LB_NO_BE] ({tc_before} → {tc_after})"
     );
     Ok(())
+}
+
+/// `attempts` connects were made and each was refused (ECONNREFUSED) within 100 ms.
+fn all_refused_fast(t: &Tally, attempts: usize) -> bool {
+    t.attempts() == attempts
+        && t.shots.iter().all(|s| {
+            s.us < 100_000
+                && s.outcome
+                    .as_ref()
+                    .is_err_and(|e| e.contains("os error 111") || e.contains("refused"))
+        })
 }
 
 /// A two-backend service with explicit backends and the given extra keys.
