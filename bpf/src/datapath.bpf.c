@@ -405,9 +405,14 @@ int kld_from_netdev(struct __sk_buff *skb)
 	case KLD_XLATE_DONE:
 		break;
 	case KLD_XLATE_NO_BACKEND:
+		/* As at kld_from_ep: reported as a drop, answered with an ICMP port
+		 * unreachable out of the uplink towards the sender. */
 		kld_count(KLD_CTR_LB_NO_BE);
-		return kld_drop4(skb, &p, KLD_DROP_NO_SERVICE, KLD_DIR_INGRESS, src_identity,
-				 svc->rev_nat_index, now);
+		kld_drop4(skb, &p, KLD_DROP_NO_SERVICE, KLD_DIR_INGRESS, src_identity,
+			  svc->rev_nat_index, now);
+		if (kld_reject4(skb, &p))
+			return TC_ACT_SHOT;
+		return bpf_redirect(skb->ifindex, 0);
 	case KLD_XLATE_NAT_FAIL:
 		kld_count(KLD_CTR_NAT_FAIL);
 		return kld_drop4(skb, &p, KLD_DROP_INVALID, KLD_DIR_INGRESS, src_identity,

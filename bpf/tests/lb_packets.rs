@@ -1065,7 +1065,7 @@ fn nodeport_dnat_at_uplink_and_reverse_at_backend() {
 }
 
 #[test]
-fn nodeport_without_backend_drops_at_uplink() {
+fn nodeport_without_backend_rejects_at_uplink() {
     need_root!();
     let mut env = Env::new();
     let nodeport = Svc {
@@ -1073,23 +1073,18 @@ fn nodeport_without_backend_drops_at_uplink() {
         ..RANDOM
     };
     env.service((NODE, 30080), TCP, nodeport, &[], &[]);
+    let frame = Pkt::tcp((OUTSIDE, 50000), (NODE, 30080), SYN).build();
+    let out = env.run(Hook::FromNetdev, &frame, 1);
+    assert_eq!(out.retval, TC_ACT_REDIRECT, "sent back out of the uplink");
+    assert_icmp_reject(&out.data_out, &frame, NODE, OUTSIDE);
     run_case(
         &mut env,
-        vec![
-            run(
-                "no backend: dropped",
-                Hook::FromNetdev,
-                Pkt::tcp((OUTSIDE, 50000), (NODE, 30080), SYN),
-                &[TC_ACT_SHOT],
-                None,
-            ),
-            act("drop event", |env| {
-                let ev = env.events();
-                assert_eq!(ev.len(), 1, "{ev:?}");
-                assert_eq!((ev[0].r#type, ev[0].reason), (EVENT_DROP, DROP_NO_SERVICE));
-                assert_eq!(ev[0].direction, DIR_INGRESS);
-            }),
-        ],
+        vec![act("drop event", |env| {
+            let ev = env.events();
+            assert_eq!(ev.len(), 1, "{ev:?}");
+            assert_eq!((ev[0].r#type, ev[0].reason), (EVENT_DROP, DROP_NO_SERVICE));
+            assert_eq!(ev[0].direction, DIR_INGRESS);
+        })],
     );
 }
 

@@ -299,8 +299,8 @@ fn service_without_backends_fails_fast() -> Result<()> {
     if skip_unless_root("service_without_backends_fails_fast") {
         return Ok(());
     }
-    let svc = "[[service]]\nname = \"empty\"\naddresses = [\"10.96.0.40\"]\n\
-               ports = [{ name = \"http\", port = 80, target_port = 8080, protocol = \"tcp\" }, \
+    let svc = "[[service]]\nname = \"empty\"\ntype = \"NodePort\"\naddresses = [\"10.96.0.40\"]\n\
+               ports = [{ name = \"http\", port = 80, target_port = 8080, protocol = \"tcp\", node_port = 30099 }, \
                { name = \"dns\", port = 53, target_port = 5353, protocol = \"udp\" }]\n\
                selector = { app = \"nobody\" }\n";
     let sbx = lb_sandbox("svc-empty", svc)?;
@@ -415,13 +415,44 @@ fn service_without_backends_fails_fast() -> Result<()> {
             );
         }
     }
+    // North-south: a client outside the node gets the same answer from the uplink.
+    let t = shoot(
+        &sbx,
+        &netns_of(&sbx, "outside"),
+        Client::Packet,
+        Proto::Tcp,
+        "192.0.2.10:30099".parse()?,
+        3,
+        Duration::from_secs(2),
+        &none(),
+    );
+    rows.extend(t.shots.iter().map(|s| {
+        vec![
+            "outside → NodePort".to_string(),
+            format!("{:.3} ms", s.us as f64 / 1000.0),
+            match &s.outcome {
+                Ok(r) => format!("reply {r}"),
+                Err(e) => e.clone(),
+            },
+        ]
+    }));
+    if !all_refused_fast(&t, 3) {
+        fail(
+            &sbx,
+            &daemon,
+            format!(
+                "outside → NodePort without backends: expected 3 × ECONNREFUSED within 100 ms: {:?}",
+                t.shots
+            ),
+        );
+    }
     let tc_after = counter(&sbx, kldnet_bpf::abi::CTR_LB_NO_BE)?;
     println!(
-        "vm1 (VM) → 10.96.0.40 (no backends), rejected at tc:\n{}\nkld_counters[LB_NO_BE]: {tc_before} → {tc_after}",
+        "VM and outside client → service without backends, rejected at tc:\n{}\nkld_counters[LB_NO_BE]: {tc_before} → {tc_after}",
         table(&["proto", "took", "outcome"], &rows)
     );
     assert!(
-        tc_after >= tc_before + 6,
+        tc_after >= tc_before + 9,
         "the rejected packets are counted in kld_counters[LB_NO_BE] ({tc_before} → {tc_after})"
     );
     Ok(())
