@@ -23,7 +23,6 @@ use kldnet_bpf::{
 mod common;
 
 const TC_ACT_OK: u32 = 0;
-const TC_ACT_SHOT: u32 = 2;
 const TC_ACT_REDIRECT: u32 = 7;
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 1);
