@@ -808,6 +808,30 @@ fn no_backend_rejects_with_icmp_and_reports_the_drop() {
     );
 }
 
+/// A flood at a frontend without backends gets at most 1000 ICMP replies a second; the
+/// rest is only dropped (and still reported).
+#[test]
+fn no_backend_rejects_are_rate_limited() {
+    need_root!();
+    let mut env = Env::new();
+    env.service((VIP, 80), TCP, RANDOM, &[], &[]);
+    let mut verdicts = Vec::new();
+    for sport in 0..1200u16 {
+        let frame = Pkt::tcp((CLIENT, 20000 + sport), (VIP, 80), SYN).build();
+        verdicts.push(env.run(Hook::FromEp, &frame, 1).retval);
+    }
+    let first_drop = verdicts
+        .iter()
+        .position(|v| *v != TC_ACT_REDIRECT)
+        .expect("some packets are dropped once the budget is spent");
+    assert_eq!(first_drop, 1000, "1000 replies before the first drop");
+    assert!(
+        verdicts[first_drop..].iter().all(|v| *v == 2),
+        "the rest dropped (TC_ACT_SHOT)"
+    );
+    assert_eq!(env.counter(CTR_LB_NO_BE), 1200, "every packet counted");
+}
+
 #[test]
 fn round_robin_cycles_through_backends() {
     need_root!();

@@ -10,7 +10,7 @@
  * drop for minutes.
  *
  * Only packets with a 20-byte IP header are rejected (the quote has a fixed
- * size); the caller drops the rest.
+ * size), at most KLD_REJECT_PER_SEC a second; the caller drops the rest.
  */
 #ifndef KLDNET_REJECT_H
 #define KLDNET_REJECT_H
@@ -34,6 +34,31 @@ _Static_assert(sizeof(struct kld_icmp4_reject) == 20 + 8 + 28, "no padding in th
 
 #define KLD_REJECT_LEN (ETH_HLEN + sizeof(struct kld_icmp4_reject))
 
+/*
+ * At most KLD_REJECT_PER_SEC replies a second per node (Linux's own default
+ * for ICMP errors is 1000/s); past that the packets are only dropped, so a
+ * flood at a frontend without backends never makes the node a reflector.
+ * The window lives in .bss and is shared by all CPUs without atomics: an
+ * approximate bound, which is all a rate limit needs.
+ */
+#define KLD_REJECT_PER_SEC 1000
+static __u64 kld_reject_window_ns;
+static __u32 kld_reject_sent;
+
+static __always_inline int kld_reject_allowed(void)
+{
+	__u64 now = bpf_ktime_get_ns();
+
+	if (now - kld_reject_window_ns >= KLD_NSEC_PER_SEC) {
+		kld_reject_window_ns = now;
+		kld_reject_sent = 0;
+	}
+	if (kld_reject_sent >= KLD_REJECT_PER_SEC)
+		return 0;
+	kld_reject_sent++;
+	return 1;
+}
+
 static __always_inline __sum16 kld_csum_fold(__s64 sum)
 {
 	__u32 s = (__u32)sum;
@@ -49,7 +74,7 @@ static __always_inline int kld_reject4(struct __sk_buff *skb, const struct kld_p
 	struct kld_icmp4_reject r = {};
 	__u8 macs[2 * ETH_ALEN];
 
-	if (p->l4_off != ETH_HLEN + sizeof(struct iphdr) || p->fragment)
+	if (p->l4_off != ETH_HLEN + sizeof(struct iphdr) || p->fragment || !kld_reject_allowed())
 		return -1;
 	if (bpf_skb_load_bytes(skb, 0, macs, sizeof(macs)) ||
 	    bpf_skb_load_bytes(skb, ETH_HLEN, r.quote, sizeof(r.quote)))
