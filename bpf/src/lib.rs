@@ -32,6 +32,12 @@ pub const PROG_SOCK4_SENDMSG: &str = "kld_sock4_sendmsg";
 pub const PROG_SOCK4_RECVMSG: &str = "kld_sock4_recvmsg";
 /// cgroup/getpeername4: backend → VIP for getpeername().
 pub const PROG_SOCK4_GETPEER: &str = "kld_sock4_getpeer";
+/// cgroup/connect6, sendmsg6, recvmsg6, getpeername6: the same for v4-mapped addresses
+/// (`::ffff:VIP`) of dual-stack AF_INET6 sockets.
+pub const PROG_SOCK6_CONNECT: &str = "kld_sock6_connect";
+pub const PROG_SOCK6_SENDMSG: &str = "kld_sock6_sendmsg";
+pub const PROG_SOCK6_RECVMSG: &str = "kld_sock6_recvmsg";
+pub const PROG_SOCK6_GETPEER: &str = "kld_sock6_getpeer";
 
 /// Object holding the tc programs ([`TC_PROGRAMS`]).
 pub const OBJ_DATAPATH: &str = "datapath.bpf.o";
@@ -49,6 +55,10 @@ pub const SOCK_PROGRAMS: &[&str] = &[
     PROG_SOCK4_SENDMSG,
     PROG_SOCK4_RECVMSG,
     PROG_SOCK4_GETPEER,
+    PROG_SOCK6_CONNECT,
+    PROG_SOCK6_SENDMSG,
+    PROG_SOCK6_RECVMSG,
+    PROG_SOCK6_GETPEER,
 ];
 
 /// Bytes with 8-byte alignment: ELF parsers (aya needs ≥ 4) read the object

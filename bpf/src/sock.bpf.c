@@ -7,28 +7,112 @@
 
 #define AF_INET_KLD 2
 
+static __always_inline int kld_sock4_fwd_ctx(struct bpf_sock_addr *ctx)
+{
+	__be32 addr = ctx->user_ip4;
+	__be16 port = (__be16)ctx->user_port;
+	int rc = kld_sock4_fwd(ctx, &addr, &port);
+
+	if (addr != ctx->user_ip4 || port != (__be16)ctx->user_port) {
+		ctx->user_ip4 = addr;
+		ctx->user_port = (__u32)port;
+	}
+	return rc;
+}
+
+static __always_inline int kld_sock4_rev_ctx(struct bpf_sock_addr *ctx)
+{
+	__be32 addr = ctx->user_ip4;
+	__be16 port = (__be16)ctx->user_port;
+
+	if (kld_sock4_rev(ctx, &addr, &port)) {
+		ctx->user_ip4 = addr;
+		ctx->user_port = (__u32)port;
+	}
+	return KLD_SOCK_PASS;
+}
+
+/* The v6 twins: only v4-mapped destinations (::ffff:VIP) are services. */
+static __always_inline int kld_sock6_fwd_ctx(struct bpf_sock_addr *ctx)
+{
+	__be32 addr;
+	__be16 port;
+	int rc;
+
+	if (!kld_sock6_v4_mapped(ctx))
+		return KLD_SOCK_PASS;
+	addr = ctx->user_ip6[3];
+	port = (__be16)ctx->user_port;
+	rc = kld_sock4_fwd(ctx, &addr, &port);
+	if (addr != ctx->user_ip6[3] || port != (__be16)ctx->user_port) {
+		ctx->user_ip6[3] = addr;
+		ctx->user_port = (__u32)port;
+	}
+	return rc;
+}
+
+static __always_inline int kld_sock6_rev_ctx(struct bpf_sock_addr *ctx)
+{
+	__be32 addr;
+	__be16 port;
+
+	if (!kld_sock6_v4_mapped(ctx))
+		return KLD_SOCK_PASS;
+	addr = ctx->user_ip6[3];
+	port = (__be16)ctx->user_port;
+	if (kld_sock4_rev(ctx, &addr, &port)) {
+		ctx->user_ip6[3] = addr;
+		ctx->user_port = (__u32)port;
+	}
+	return KLD_SOCK_PASS;
+}
+
 SEC("cgroup/connect4")
 int kld_sock4_connect(struct bpf_sock_addr *ctx)
 {
-	return kld_sock4_fwd(ctx);
+	return kld_sock4_fwd_ctx(ctx);
 }
 
 SEC("cgroup/sendmsg4")
 int kld_sock4_sendmsg(struct bpf_sock_addr *ctx)
 {
-	return kld_sock4_fwd(ctx);
+	return kld_sock4_fwd_ctx(ctx);
 }
 
 SEC("cgroup/recvmsg4")
 int kld_sock4_recvmsg(struct bpf_sock_addr *ctx)
 {
-	return kld_sock4_rev(ctx);
+	return kld_sock4_rev_ctx(ctx);
 }
 
 SEC("cgroup/getpeername4")
 int kld_sock4_getpeer(struct bpf_sock_addr *ctx)
 {
-	return kld_sock4_rev(ctx);
+	return kld_sock4_rev_ctx(ctx);
+}
+
+SEC("cgroup/connect6")
+int kld_sock6_connect(struct bpf_sock_addr *ctx)
+{
+	return kld_sock6_fwd_ctx(ctx);
+}
+
+SEC("cgroup/sendmsg6")
+int kld_sock6_sendmsg(struct bpf_sock_addr *ctx)
+{
+	return kld_sock6_fwd_ctx(ctx);
+}
+
+SEC("cgroup/recvmsg6")
+int kld_sock6_recvmsg(struct bpf_sock_addr *ctx)
+{
+	return kld_sock6_rev_ctx(ctx);
+}
+
+SEC("cgroup/getpeername6")
+int kld_sock6_getpeer(struct bpf_sock_addr *ctx)
+{
+	return kld_sock6_rev_ctx(ctx);
 }
 
 /* Host processes must not bind a service's address and port (as Cilium's post_bind

@@ -86,6 +86,35 @@ fn process_to_clusterip_via_socket_lb() -> Result<()> {
             ),
         );
     }
+    // A dual-stack (AF_INET6) socket reaches the same service at ::ffff:VIP.
+    let mapped = format!("[::ffff:{WEB_VIP}]");
+    for (proto, port) in [(Proto::Tcp, 80), (Proto::Udp, 53)] {
+        let target: SocketAddr = format!("{mapped}:{port}").parse()?;
+        let t = shoot(
+            &sbx,
+            &netns_of(&sbx, "c1"),
+            Client::Container,
+            proto,
+            target,
+            30,
+            T,
+            &none(),
+        );
+        println!(
+            "c1 (container, AF_INET6) → {target}/{proto:?}: {}",
+            t.summary()
+        );
+        if t.ok() != 30 || ["b1", "b2", "b3"].iter().any(|b| t.count(b) == 0) {
+            fail(
+                &sbx,
+                &daemon,
+                format!(
+                    "AF_INET6 {proto:?} to {target}: expected 30/30 ok over b1, b2, b3 with the VIP as peer: {}",
+                    t.summary()
+                ),
+            );
+        }
+    }
     Ok(())
 }
 
