@@ -148,6 +148,8 @@ pub const ID_UNKNOWN: u32 = 0;
 pub const ID_HOST: u32 = 1;
 /// Anything outside the cluster (default when no lookup matches).
 pub const ID_WORLD: u32 = 2;
+/// Reserved identity: a workload kldnet does not manage.
+pub const ID_UNMANAGED: u32 = 3;
 /// Reserved identity: another node of the cluster.
 pub const ID_REMOTE_NODE: u32 = 6;
 /// First identity of policy CIDRs (local scope): `ID_CIDR_BASE` + 24 bits
@@ -259,6 +261,9 @@ pub const TRACE_FROM_EP: u8 = 5;
 pub const TRACE_FROM_NETWORK: u8 = 10;
 /// Metrics reason: forwarded (not a drop).
 pub const REASON_FORWARDED: u8 = 0;
+/// Drop reason (Hubble 132, INVALID_SOURCE_IP): an endpoint sent from an address that
+/// belongs to another endpoint, the node or a remote workload.
+pub const DROP_INVALID_SOURCE: u8 = 132;
 /// Drop reason (Hubble 133): policy denied (no allow rule).
 pub const DROP_POLICY_DENIED: u8 = 133;
 /// Drop reason (Hubble 134): invalid packet.

@@ -240,6 +240,11 @@ int kld_from_ep(struct __sk_buff *skb)
 	}
 	now = bpf_ktime_get_ns();
 
+	src_ep = kld_endpoint4(p.saddr);
+	if (kld_source_spoofed(p.saddr, src_ep, skb->ifindex))
+		return kld_drop4(skb, &p, KLD_DROP_INVALID_SOURCE, KLD_DIR_EGRESS,
+				 kld_identity4(p.saddr), 0, now);
+
 	if (kld_lb4_eligible(&p)) {
 		if (p.daddr == KLD_HAIRPIN_IP) {
 			int rc = kld_lb4_hairpin_reply(skb, &p, now, &ct.entry);
@@ -269,7 +274,6 @@ int kld_from_ep(struct __sk_buff *skb)
 		}
 	}
 
-	src_ep = kld_endpoint4(p.saddr);
 	src_identity = src_ep ? src_ep->identity : kld_identity4(p.saddr);
 	dst_identity = kld_identity4(p.daddr);
 	kld_ct4_track(&p, KLD_CT_DIR_EGRESS, src_identity, now, &ct);

@@ -96,6 +96,19 @@ impl Env {
         m.insert(EndpointKey::v4(addr), v, 0).unwrap();
     }
 
+    /// An endpoint attached to another interface than the one BPF_PROG_TEST_RUN uses (1).
+    fn endpoint_elsewhere(&mut self, addr: Ipv4Addr, identity: u32) {
+        let mut m: HashMap<_, EndpointKey, EndpointInfo> =
+            HashMap::try_from(self.ebpf.map_mut(MAP_ENDPOINTS).unwrap()).unwrap();
+        let v = EndpointInfo {
+            ifindex: 2,
+            identity,
+            policy_set: 0,
+            flags: 0,
+        };
+        m.insert(EndpointKey::v4(addr), v, 0).unwrap();
+    }
+
     fn ipcache(&mut self, addr: Ipv4Addr, len: u32, identity: u32) {
         let mut m: LpmTrie<_, [u8; 20], IpcacheValue> =
             LpmTrie::try_from(self.ebpf.map_mut(MAP_IPCACHE).unwrap()).unwrap();
@@ -648,4 +661,50 @@ fn bench_policy_ns_per_packet() {
     env.run(Hook::ToEp, &one, 1);
     let (_, ns) = env.run(Hook::ToEp, &one, REPEAT);
     println!("| 0 | - | no policy (endpoint not enforced), same packet | {ns} |");
+}
+
+/// Source address verification at `from_ep`: a workload may send from its own addresses,
+/// from addresses kldnet knows nothing of and from 0.0.0.0 (DHCP), never from an address
+/// that carries another identity. Each row: (source, verdict, why).
+#[test]
+fn spoofed_sources_are_dropped_at_from_ep() {
+    need_root!();
+    let mut env = Env::new(Knobs::default(), true);
+    let (node, remote, other_if) = (
+        Ipv4Addr::new(192, 0, 2, 10),
+        Ipv4Addr::new(10, 0, 9, 9),
+        Ipv4Addr::new(10, 0, 1, 3),
+    );
+    env.endpoint(A, ID_A, 0, 0); // attached here (ifindex 1)
+    env.endpoint_elsewhere(other_if, ID_B);
+    env.ipcache(node, 32, ID_HOST);
+    env.ipcache(remote, 32, 7007); // an endpoint of another node
+    env.ipcache(OUT, 24, ID_CIDR_BASE + 5);
+    let _ = env.events();
+    let table = [
+        (A, OK, "its own address"),
+        (BAD, OK, "unknown address: world, grants nothing"),
+        (
+            OUT,
+            OK,
+            "a policy CIDR's identity: grants nothing more than world",
+        ),
+        (Ipv4Addr::UNSPECIFIED, OK, "0.0.0.0 (DHCP)"),
+        (other_if, SHOT, "a local endpoint of another interface"),
+        (node, SHOT, "the node's address (host identity)"),
+        (remote, SHOT, "a remote endpoint's address"),
+    ];
+    for (i, (src, want, why)) in table.iter().enumerate() {
+        let got = env
+            .run(Hook::FromEp, &udp((*src, 40000 + i as u16), (B, 53)), 1)
+            .0;
+        assert_eq!(got, *want, "from {src} ({why})");
+    }
+    let drops: Vec<FlowEvent> = env
+        .events()
+        .into_iter()
+        .filter(|e| e.r#type == EVENT_DROP)
+        .collect();
+    assert_eq!(drops.len(), 3, "{drops:?}");
+    assert!(drops.iter().all(|d| d.reason == DROP_INVALID_SOURCE));
 }

@@ -747,3 +747,61 @@ fn policy_drops_name_the_policy() -> Result<()> {
     println!("{}", compact.stdout);
     Ok(())
 }
+
+/// Source address verification: vm1 puts b2's address on its own interface and sends from
+/// it. Identity comes from the source address, so the packet must not leave vm1's
+/// interface: it is dropped at `from_ep` and reported as `INVALID_SOURCE_IP` (Hubble 132).
+/// vm1's traffic from its own address still flows.
+#[test]
+fn spoofed_source_is_dropped_and_reported() -> Result<()> {
+    if skip_unless_root("spoofed_source_is_dropped_and_reported") {
+        return Ok(());
+    }
+    let (sbx, _srv, _daemon) = flows_sandbox("flows-spoof")?;
+    let (b1, b2) = (common::lb::addr_of("b1"), common::lb::addr_of("b2"));
+    let vm1 = netns(&sbx, "vm1");
+    let out = sbx.exec_in(
+        &vm1,
+        "ip",
+        &["addr", "add", &format!("{b2}/32"), "dev", "eth0"],
+    )?;
+    assert!(out.status.success(), "ip addr add: {out:?}");
+
+    let target = std::net::SocketAddr::from((b1, UDP_PORT));
+    let spoofed_replies = sbx.run_in_netns(&vm1, move || -> Result<usize> {
+        let s = std::net::UdpSocket::bind((b2, 0))?;
+        s.set_read_timeout(Some(Duration::from_millis(300)))?;
+        let mut replies = 0;
+        for _ in 0..3 {
+            s.send_to(b"spoof\n", target)?;
+            let mut buf = [0u8; 64];
+            replies += usize::from(s.recv_from(&mut buf).is_ok());
+        }
+        Ok(replies)
+    })??;
+    assert_eq!(
+        spoofed_replies, 0,
+        "b1 must not answer a packet sent as b2 by vm1"
+    );
+    let own = udp_shots(&sbx, "vm1", &format!("{b1}:{UDP_PORT}"), 2)?;
+    assert_eq!(own, 2, "vm1's own address still works");
+
+    let flows = observe_until(&sbx, &["--last", "1000"], |f| {
+        f.iter()
+            .any(|f| f["flow"]["drop_reason_desc"] == "INVALID_SOURCE_IP")
+    });
+    let spoofed: Vec<&Value> = flows
+        .iter()
+        .filter(|f| f["flow"]["drop_reason_desc"] == "INVALID_SOURCE_IP")
+        .collect();
+    assert!(
+        !spoofed.is_empty(),
+        "no INVALID_SOURCE_IP drop:\n{}",
+        brief(&flows)
+    );
+    for f in &spoofed {
+        assert_eq!(f["flow"]["IP"]["source"], b2.to_string(), "{f}");
+        assert_eq!(f["flow"]["verdict"], "DROPPED", "{f}");
+    }
+    Ok(())
+}

@@ -71,6 +71,7 @@
 #define KLD_ID_UNKNOWN 0
 #define KLD_ID_HOST 1
 #define KLD_ID_WORLD 2
+#define KLD_ID_UNMANAGED 3
 #define KLD_ID_REMOTE_NODE 6
 /* Identities of policy CIDRs (local scope, as Cilium): KLD_ID_CIDR_BASE plus
  * 24 bits derived from the prefix; never sent to other nodes. */
@@ -307,6 +308,7 @@ struct ct_entry {
 /* flow_event.reason for KLD_EVENT_DROP and metrics_key.reason: drop reason
  * (Hubble numbering); 0 = forwarded. */
 #define KLD_REASON_FORWARDED 0
+#define KLD_DROP_INVALID_SOURCE 132 /* an endpoint sent from an address it does not own */
 #define KLD_DROP_POLICY_DENIED 133
 #define KLD_DROP_INVALID 134
 #define KLD_DROP_NO_SERVICE 158

@@ -34,4 +34,25 @@ static __always_inline __u32 kld_identity4(__be32 addr)
 	return KLD_ID_WORLD;
 }
 
+/*
+ * Source address verification at an endpoint interface (ifindex): identity
+ * comes from the source address, so an endpoint must not send from an
+ * address that carries another identity: another local endpoint's (or one
+ * of its own endpoints' on another interface), the node's, a remote
+ * endpoint's or node's. Addresses kldnet knows nothing of (world, CIDR
+ * identities, unmanaged) and 0.0.0.0 (DHCP) pass: they grant nothing.
+ */
+static __always_inline int kld_source_spoofed(__be32 saddr, const struct endpoint_info *src_ep,
+					      __u32 ifindex)
+{
+	__u32 id;
+
+	if (src_ep)
+		return src_ep->ifindex != ifindex;
+	if (saddr == 0)
+		return 0;
+	id = kld_identity4(saddr);
+	return id != KLD_ID_WORLD && id != KLD_ID_UNMANAGED && id < KLD_ID_CIDR_BASE;
+}
+
 #endif /* KLDNET_IDENTITY_H */
