@@ -389,20 +389,7 @@ fn service_without_backends_fails_fast() -> Result<()> {
         Duration::from_secs(2),
         &none(),
     );
-    let mut rows: Vec<Vec<String>> = t
-        .shots
-        .iter()
-        .map(|s| {
-            vec![
-                "tcp connect".to_string(),
-                format!("{:.3} ms", s.us as f64 / 1000.0),
-                match &s.outcome {
-                    Ok(r) => format!("reply {r}"),
-                    Err(e) => e.clone(),
-                },
-            ]
-        })
-        .collect();
+    let mut rows: Vec<Vec<String>> = shot_rows("tcp connect", &t);
     if !all_refused_fast(&t, 3) {
         fail(
             &sbx,
@@ -455,16 +442,7 @@ fn service_without_backends_fails_fast() -> Result<()> {
         Duration::from_secs(2),
         &none(),
     );
-    rows.extend(t.shots.iter().map(|s| {
-        vec![
-            "outside → NodePort".to_string(),
-            format!("{:.3} ms", s.us as f64 / 1000.0),
-            match &s.outcome {
-                Ok(r) => format!("reply {r}"),
-                Err(e) => e.clone(),
-            },
-        ]
-    }));
+    rows.extend(shot_rows("outside → NodePort", &t));
     if !all_refused_fast(&t, 3) {
         fail(
             &sbx,
@@ -485,6 +463,23 @@ fn service_without_backends_fails_fast() -> Result<()> {
         "the rejected packets are counted in kld_counters[LB_NO_BE] ({tc_before} → {tc_after})"
     );
     Ok(())
+}
+
+/// One table row per shot: `label`, how long it took, its outcome.
+fn shot_rows(label: &str, t: &Tally) -> Vec<Vec<String>> {
+    t.shots
+        .iter()
+        .map(|s| {
+            vec![
+                label.to_string(),
+                format!("{:.3} ms", s.us as f64 / 1000.0),
+                match &s.outcome {
+                    Ok(r) => format!("reply {r}"),
+                    Err(e) => e.clone(),
+                },
+            ]
+        })
+        .collect()
 }
 
 /// `attempts` connects were made and each was refused (ECONNREFUSED) within 100 ms.
