@@ -161,32 +161,45 @@ static __always_inline int kld_hairpin_out(struct __sk_buff *skb)
 }
 
 /*
+ * A packet to a frontend without backends: counted and reported as a drop
+ * (Hubble's SERVICE_BACKEND_NOT_FOUND), and answered with an ICMP port
+ * unreachable sent back out of the interface it came in on, so the client
+ * fails at once. `mark` (if any) tells that interface's egress hook to let
+ * the reply through.
+ */
+static __always_inline int kld_no_backend4(struct __sk_buff *skb, struct kld_pkt4 *p,
+					   __u8 direction, __u32 src_identity,
+					   __u16 rev_nat_index, __u32 mark, __u64 now)
+{
+	kld_count(KLD_CTR_LB_NO_BE);
+	kld_drop4(skb, p, KLD_DROP_NO_SERVICE, direction, src_identity, rev_nat_index, now);
+	if (kld_reject4(skb, p))
+		return TC_ACT_SHOT;
+	if (mark)
+		skb->mark = mark;
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+/*
  * kld_from_ep, packet to a service frontend: DNAT (+ hairpin SNAT), track
  * the translated tuple, report the new flow with its rev_nat_index.
  */
 static __always_inline int kld_from_ep_service(struct __sk_buff *skb, struct kld_pkt4 *p,
 					       const struct lb4_key *key,
-					       const struct lb4_service *svc, __u64 now)
+					       const struct lb4_service *svc, __u32 src_identity,
+					       __u64 now)
 {
 	struct kld_policy_result pol = {};
 	struct kld_ct_result ct;
 	struct kld_xlate x;
-	__u32 src_identity = kld_identity4(p->saddr);
 	__u32 dst_identity;
 
 	switch (kld_lb4_xlate(skb, p, key, svc, 0, 1, now, &x)) {
 	case KLD_XLATE_DONE:
 		break;
 	case KLD_XLATE_NO_BACKEND:
-		/* Reported as a drop (Hubble's SERVICE_BACKEND_NOT_FOUND); the
-		 * client gets an ICMP port unreachable so it fails at once. */
-		kld_count(KLD_CTR_LB_NO_BE);
-		kld_drop4(skb, p, KLD_DROP_NO_SERVICE, KLD_DIR_EGRESS, src_identity,
-			  svc->rev_nat_index, now);
-		if (kld_reject4(skb, p))
-			return TC_ACT_SHOT;
-		skb->mark = KLD_MARK_HAIRPIN;
-		return bpf_redirect(skb->ifindex, 0);
+		return kld_no_backend4(skb, p, KLD_DIR_EGRESS, src_identity, svc->rev_nat_index,
+				       KLD_MARK_HAIRPIN, now);
 	case KLD_XLATE_NAT_FAIL:
 		kld_count(KLD_CTR_NAT_FAIL);
 		return kld_drop4(skb, p, KLD_DROP_INVALID, KLD_DIR_EGRESS, src_identity,
@@ -226,7 +239,7 @@ int kld_from_ep(struct __sk_buff *skb)
 	struct kld_pkt4 p;
 	struct lb4_key key;
 	struct lb4_service *svc;
-	__u32 src_identity, dst_identity;
+	__u32 src_identity, dst_identity, ifindex;
 	__u64 now;
 
 	switch (kld_parse(skb, &p)) {
@@ -240,10 +253,16 @@ int kld_from_ep(struct __sk_buff *skb)
 	}
 	now = bpf_ktime_get_ns();
 
+	/* The sender's identity, looked up once for every path below. */
 	src_ep = kld_endpoint4(p.saddr);
-	if (kld_source_spoofed(p.saddr, src_ep, skb->ifindex))
-		return kld_drop4(skb, &p, KLD_DROP_INVALID_SOURCE, KLD_DIR_EGRESS,
-				 kld_identity4(p.saddr), 0, now);
+	src_identity = src_ep ? src_ep->identity : kld_ipcache_identity4(p.saddr);
+	ifindex = skb->ifindex;
+	/* Keep clang from reusing the address ctx+ifindex later on: the verifier
+	 * refuses loads through a modified ctx pointer. */
+	asm volatile("" : "+r"(skb));
+	if (kld_source_spoofed(p.saddr, src_ep, src_identity, ifindex))
+		return kld_drop4(skb, &p, KLD_DROP_INVALID_SOURCE, KLD_DIR_EGRESS, src_identity,
+				 0, now);
 
 	if (kld_lb4_eligible(&p)) {
 		if (p.daddr == KLD_HAIRPIN_IP) {
@@ -267,14 +286,13 @@ int kld_from_ep(struct __sk_buff *skb)
 		}
 		svc = kld_lb4_service(&key, p.daddr, p.dport, p.proto);
 		if (svc) {
-			int rc = kld_from_ep_service(skb, &p, &key, svc, now);
+			int rc = kld_from_ep_service(skb, &p, &key, svc, src_identity, now);
 
 			if (rc >= 0)
 				return rc;
 		}
 	}
 
-	src_identity = src_ep ? src_ep->identity : kld_identity4(p.saddr);
 	dst_identity = kld_identity4(p.daddr);
 	kld_ct4_track(&p, KLD_CT_DIR_EGRESS, src_identity, now, &ct);
 	/* The tuple of a translated flow, now sent to the backend directly (a
@@ -409,14 +427,9 @@ int kld_from_netdev(struct __sk_buff *skb)
 	case KLD_XLATE_DONE:
 		break;
 	case KLD_XLATE_NO_BACKEND:
-		/* As at kld_from_ep: reported as a drop, answered with an ICMP port
-		 * unreachable out of the uplink towards the sender. */
-		kld_count(KLD_CTR_LB_NO_BE);
-		kld_drop4(skb, &p, KLD_DROP_NO_SERVICE, KLD_DIR_INGRESS, src_identity,
-			  svc->rev_nat_index, now);
-		if (kld_reject4(skb, &p))
-			return TC_ACT_SHOT;
-		return bpf_redirect(skb->ifindex, 0);
+		/* The uplink's egress hook has nothing to undo on an ICMP reply. */
+		return kld_no_backend4(skb, &p, KLD_DIR_INGRESS, src_identity,
+				       svc->rev_nat_index, 0, now);
 	case KLD_XLATE_NAT_FAIL:
 		kld_count(KLD_CTR_NAT_FAIL);
 		return kld_drop4(skb, &p, KLD_DROP_INVALID, KLD_DIR_INGRESS, src_identity,

@@ -15,15 +15,11 @@ static __always_inline struct endpoint_info *kld_endpoint4(__be32 addr)
 	return bpf_map_lookup_elem(&kld_endpoints, &key);
 }
 
-/* Identity of an IPv4 address; KLD_ID_WORLD when nothing matches. */
-static __always_inline __u32 kld_identity4(__be32 addr)
+/* Identity of an IPv4 address in the ipcache; KLD_ID_WORLD when nothing matches. */
+static __always_inline __u32 kld_ipcache_identity4(__be32 addr)
 {
-	struct endpoint_info *ep = kld_endpoint4(addr);
 	struct ipcache_key key = {};
 	struct ipcache_value *v;
-
-	if (ep)
-		return ep->identity;
 
 	key.prefixlen = KLD_IPCACHE_PREFIX_BASE + 32;
 	key.family = KLD_FAMILY_V4;
@@ -32,6 +28,14 @@ static __always_inline __u32 kld_identity4(__be32 addr)
 	if (v)
 		return v->identity;
 	return KLD_ID_WORLD;
+}
+
+/* Identity of an IPv4 address: local endpoints first, then the ipcache. */
+static __always_inline __u32 kld_identity4(__be32 addr)
+{
+	struct endpoint_info *ep = kld_endpoint4(addr);
+
+	return ep ? ep->identity : kld_ipcache_identity4(addr);
 }
 
 /*
@@ -43,16 +47,14 @@ static __always_inline __u32 kld_identity4(__be32 addr)
  * identities, unmanaged) and 0.0.0.0 (DHCP) pass: they grant nothing.
  */
 static __always_inline int kld_source_spoofed(__be32 saddr, const struct endpoint_info *src_ep,
-					      __u32 ifindex)
+					      __u32 src_identity, __u32 ifindex)
 {
-	__u32 id;
-
 	if (src_ep)
 		return src_ep->ifindex != ifindex;
 	if (saddr == 0)
 		return 0;
-	id = kld_identity4(saddr);
-	return id != KLD_ID_WORLD && id != KLD_ID_UNMANAGED && id < KLD_ID_CIDR_BASE;
+	return src_identity != KLD_ID_WORLD && src_identity != KLD_ID_UNMANAGED &&
+	       src_identity < KLD_ID_CIDR_BASE;
 }
 
 #endif /* KLDNET_IDENTITY_H */
