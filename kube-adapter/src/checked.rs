@@ -12,7 +12,7 @@ use kldnet_config::{Diagnostics, Severity};
 use crate::model::{ObjRef, Object};
 use crate::report::{Report, Status};
 use crate::translate::{HEADER, Options, Output, translate};
-use crate::write::validate;
+use crate::write::{concerns, validate};
 
 /// How the sections become files.
 #[derive(Clone, Copy, Debug)]
@@ -110,15 +110,10 @@ pub fn translate_checked(
             Err(d) => d,
         };
         let mut new = false;
-        let ours = |x: &&kldnet_config::Diagnostic| {
-            x.location
-                .as_ref()
-                .is_none_or(|l| files.iter().any(|(p, _)| *p == l.file))
-        };
         for diag in
             d.0.iter()
                 .filter(|x| x.severity == Severity::Error)
-                .filter(ours)
+                .filter(|x| concerns(x, &files))
         {
             let Some(obj) = diag.location.as_ref().and_then(|loc| {
                 let (_, _, offsets) = planned.iter().find(|(p, _, _)| *p == loc.file)?;

@@ -23,20 +23,22 @@ pub fn validate(
             .map(|(p, t)| SourceFile::new(p.clone(), t.clone())),
     );
     let (_, diags) = kldnet_config::load_files(all);
-    let ours = |d: &kldnet_config::Diagnostic| {
-        d.location
-            .as_ref()
-            .is_none_or(|l| files.iter().any(|(p, _)| *p == l.file))
-    };
     if diags
         .0
         .iter()
-        .any(|d| d.severity == kldnet_config::Severity::Error && ours(d))
+        .any(|d| d.severity == kldnet_config::Severity::Error && concerns(d, files))
     {
         Err(diags)
     } else {
         Ok(diags)
     }
+}
+
+/// Is `d` about the adapter's `files` (or about no file at all)?
+pub fn concerns(d: &kldnet_config::Diagnostic, files: &[(PathBuf, String)]) -> bool {
+    d.location
+        .as_ref()
+        .is_none_or(|l| files.iter().any(|(p, _)| *p == l.file))
 }
 
 /// The configuration files kldnetd reads from `dirs` (same masking rules), minus the files
